@@ -1,0 +1,81 @@
+//! Outbound HTTP from components: the allow-list check, and service chaining
+//! (`http://<component>.spin.internal/...`) dispatched in-process as Spin
+//! does, with the chained request's client address `0.0.0.0:0` and no
+//! request-options timeouts.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use wasmtime_wasi::TrappableError;
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::p3::{RequestOptions, WasiHttpHooks, default_send_request};
+
+use crate::allowed_hosts::{AllowedHosts, chaining_target_of_host};
+use crate::server::App;
+
+pub type Body = UnsyncBoxBody<Bytes, ErrorCode>;
+
+/// The client address Spin gives chained requests.
+pub const CHAINED_CLIENT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+type SendResult = Result<(http::Response<Body>, Box<dyn Future<Output = Result<(), ErrorCode>> + Send>), TrappableError<ErrorCode>>;
+
+pub struct OutboundHooks {
+    pub allowed: AllowedHosts,
+    pub app: Weak<App>,
+}
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<Body>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), ErrorCode>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        // Errors the guest reports while reading the response are not actionable here.
+        drop(fut);
+        let allowed = self.allowed.clone();
+        let app = self.app.clone();
+        Box::new(async move { send(allowed, app, request, options).await.map_err(TrappableError::from) })
+    }
+}
+
+async fn send(
+    allowed: AllowedHosts,
+    app: Weak<App>,
+    mut request: http::Request<Body>,
+    options: Option<RequestOptions>,
+) -> Result<(http::Response<Body>, Box<dyn Future<Output = Result<(), ErrorCode>> + Send>), ErrorCode> {
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .unwrap_or_default();
+
+    let permitted = if host.is_empty() {
+        // NOTE: requests to this application by relative URL are refused; Spin
+        // would send them to its own listener when `self` is allowed.
+        false
+    } else {
+        allowed.allows_url(&request.uri().to_string(), "https")
+    };
+    if !permitted {
+        return Err(ErrorCode::HttpRequestDenied);
+    }
+    request.headers_mut().remove(HOST);
+
+    if let Some(component) = chaining_target_of_host(&host) {
+        let app: Arc<App> = app.upgrade().ok_or(ErrorCode::ConnectionRefused)?;
+        let response = app.dispatch_chained(&component, request).await?;
+        let done: Box<dyn Future<Output = Result<(), ErrorCode>> + Send> = Box::new(async { Ok(()) });
+        return Ok((response, done));
+    }
+
+    let (response, io) = default_send_request(request, options).await?;
+    let done: Box<dyn Future<Output = Result<(), ErrorCode>> + Send> = Box::new(io);
+    Ok((response.map(BodyExt::boxed_unsync), done))
+}

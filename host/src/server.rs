@@ -1,0 +1,438 @@
+//! The HTTP server: routes each request to a component, hands it to that
+//! component's `ProxyHandler` (Spin 4's instance reuse), and writes one JSON
+//! log line per request.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::oneshot;
+use wasmtime::component::Accessor;
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi_http::handler::{HandlerState, Proxy, ProxyHandler, ProxyPre, StoreBundle};
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+
+use crate::faults::{Fault, Faults};
+use crate::outbound::{Body, CHAINED_CLIENT_ADDR, OutboundHooks};
+use crate::routes::{RouteMatch, Router};
+use crate::state::{ComponentRuntime, HostState};
+
+/// Spin's instance-reuse settings; each may be a value or a `low..high` range
+/// sampled per instance, as `spin up` accepts them.
+#[derive(Clone, Copy, Debug)]
+pub struct ReuseConfig {
+    pub max_reuse: Range<usize>,
+    pub max_concurrent: Range<usize>,
+    pub request_timeout: Option<Range<Duration>>,
+    pub idle_timeout: Range<Duration>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Range<T> {
+    Value(T),
+    Bounds(T, T),
+}
+
+impl<T: rand::distr::uniform::SampleUniform + PartialOrd + Copy> Range<T> {
+    fn sample(self) -> T {
+        match self {
+            Self::Value(v) => v,
+            Self::Bounds(low, high) if low < high => rand::random_range(low..high),
+            Self::Bounds(low, _) => low,
+        }
+    }
+}
+
+/// One component's handler state: creates its instances' stores.
+pub struct Handler {
+    engine: Engine,
+    runtime: Arc<ComponentRuntime>,
+    app: Weak<App>,
+    reuse: ReuseConfig,
+    next_instance: AtomicU64,
+}
+
+impl HandlerState for Handler {
+    type StoreData = HostState;
+
+    fn new_store(&self, _req_id: Option<u64>) -> wasmtime::Result<StoreBundle<HostState>> {
+        let instance_id = self.next_instance.fetch_add(1, Ordering::Relaxed);
+        let hooks = OutboundHooks {
+            allowed: self.runtime.allowed_hosts.clone(),
+            app: self.app.clone(),
+        };
+        let mut store = Store::new(&self.engine, HostState::new(instance_id, self.runtime.clone(), hooks));
+        store.limiter(|state| &mut state.limits);
+        // Yield to the event loop at every epoch tick so a guest that never
+        // awaits cannot starve the request deadline or its neighbours.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        Ok(StoreBundle {
+            store,
+            write_profile: Box::new(|_| ()),
+        })
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.reuse.request_timeout.map(Range::sample).unwrap_or(Duration::MAX)
+    }
+
+    fn idle_instance_timeout(&self) -> Duration {
+        self.reuse.idle_timeout.sample()
+    }
+
+    fn max_instance_reuse_count(&self) -> usize {
+        self.reuse.max_reuse.sample().max(1)
+    }
+
+    fn max_instance_concurrent_reuse_count(&self) -> usize {
+        self.reuse.max_concurrent.sample().max(1)
+    }
+
+    fn handle_worker_error(&self, error: wasmtime::Error) {
+        log_event(serde_json::json!({
+            "level": "error",
+            "event": "instance_failed",
+            "component": self.runtime.id,
+            "error": format!("{error:#}"),
+        }));
+    }
+}
+
+/// The running application.
+pub struct App {
+    pub name: String,
+    router: Router,
+    handlers: BTreeMap<String, ProxyHandler<Handler>>,
+    faults: Arc<Faults>,
+    next_request: AtomicU64,
+}
+
+/// What `App::new` needs per component.
+pub struct PreparedComponent {
+    pub runtime: Arc<ComponentRuntime>,
+    pub pre: ProxyPre<HostState>,
+}
+
+impl App {
+    pub fn new(
+        name: String,
+        engine: &Engine,
+        router: Router,
+        components: Vec<PreparedComponent>,
+        reuse: ReuseConfig,
+        faults: Arc<Faults>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|app| {
+            let handlers = components
+                .into_iter()
+                .map(|prepared| {
+                    let id = prepared.runtime.id.clone();
+                    let handler = Handler {
+                        engine: engine.clone(),
+                        runtime: prepared.runtime,
+                        app: app.clone(),
+                        reuse,
+                        next_instance: AtomicU64::new(1),
+                    };
+                    (id, ProxyHandler::new(handler, prepared.pre))
+                })
+                .collect();
+            Self {
+                name,
+                router,
+                handlers,
+                faults,
+                next_request: AtomicU64::new(1),
+            }
+        })
+    }
+
+    /// Accepts connections until the process ends.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> Result<()> {
+        loop {
+            let (stream, client_addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    log_event(serde_json::json!({"level": "warn", "event": "accept_failed", "error": error.to_string()}));
+                    continue;
+                }
+            };
+            let app = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let app = app.clone();
+                    async move {
+                        let req = req.map(|body| body.map_err(ErrorCode::from_hyper_request_error).boxed_unsync());
+                        Ok::<_, std::convert::Infallible>(app.handle_public(req, client_addr).await)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle_public(self: &Arc<Self>, req: http::Request<Body>, client_addr: SocketAddr) -> http::Response<Body> {
+        let path = req.uri().path().to_string();
+        if let Some(well_known) = path.strip_prefix("/.well-known/spin/") {
+            return match well_known {
+                "health" => plain(200, "OK"),
+                "info" => plain(200, &serde_json::json!({"name": self.name}).to_string()),
+                _ => empty(404),
+            };
+        }
+        match self.router.route(&path) {
+            Some(route) => self.dispatch(route, req, client_addr, Scheme::HTTP, false).await,
+            None => empty(404),
+        }
+    }
+
+    /// A service-chaining request from a component to `component`.
+    pub async fn dispatch_chained(self: &Arc<Self>, component: &str, req: http::Request<Body>) -> Result<http::Response<Body>, ErrorCode> {
+        if !self.handlers.contains_key(component) {
+            return Err(ErrorCode::DestinationNotFound);
+        }
+        let route = RouteMatch::chained(component, req.uri().path());
+        Ok(self.dispatch(route, req, CHAINED_CLIENT_ADDR, Scheme::HTTP, true).await)
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        route: RouteMatch,
+        req: http::Request<Body>,
+        client_addr: SocketAddr,
+        scheme: Scheme,
+        chained: bool,
+    ) -> http::Response<Body> {
+        let started = Instant::now();
+        let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let method = req.method().to_string();
+
+        let outcome = self.execute(&route, req, client_addr, scheme).await;
+
+        let (response, instance, error) = match outcome {
+            Ok((response, instance)) => (response, instance, None),
+            Err(Failure::BadRequest(message)) => (plain(400, &message), None, Some(message)),
+            Err(Failure::Internal(error)) => (empty(500), None, Some(format!("{error:#}"))),
+        };
+        let mut line = serde_json::json!({
+            "level": if response.status().is_server_error() { "error" } else { "info" },
+            "event": "request",
+            "component": route.component,
+            "route": route.raw_route,
+            "method": method,
+            "status": response.status().as_u16(),
+            "latency_ms": (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            "instance": instance,
+            "request_id": request_id,
+            "chained": chained,
+        });
+        if let Some(error) = error {
+            line["error"] = error.into();
+        }
+        log_event(line);
+        response
+    }
+
+    async fn execute(
+        self: &Arc<Self>,
+        route: &RouteMatch,
+        req: http::Request<Body>,
+        client_addr: SocketAddr,
+        scheme: Scheme,
+    ) -> Result<(http::Response<Body>, Option<u64>), Failure> {
+        let handler = self
+            .handlers
+            .get(&route.component)
+            .ok_or_else(|| Failure::Internal(anyhow!("no handler for component `{}`", route.component)))?;
+        let req = prepare_request(route, req, client_addr, scheme).map_err(|e| Failure::BadRequest(format!("{e:#}")))?;
+
+        match self.faults.get(&route.component) {
+            Some(Fault::Unavailable) => {
+                let mut response = plain(503, r#"{"errors":{"body":["service unavailable"]}}"#);
+                response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+                response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                return Ok((response, None));
+            }
+            Some(Fault::Hang) => self.faults.wait_while_hanging(&route.component).await,
+            None => {}
+        }
+
+        let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(req);
+        let (tx, rx) = oneshot::channel::<wasmtime::Result<(u64, http::Response<Body>)>>();
+        handler.spawn(
+            None,
+            Box::new(move |store: &Accessor<HostState>, proxy: &Proxy| {
+                Box::pin(async move {
+                    let result = async {
+                        let Proxy::P3(service) = proxy else {
+                            return Err(wasmtime::format_err!("component does not export wasi:http/handler@0.3"));
+                        };
+                        let (instance, request) = store.with(|mut access| -> wasmtime::Result<_> {
+                            let state = access.get();
+                            Ok((state.instance_id, state.table.push(request)?))
+                        })?;
+                        let response = service.wasi_http_handler().call_handle(store, request).await?;
+                        let response = store.with(|mut access| -> wasmtime::Result<_> {
+                            let response = access.get().table.delete(response?)?;
+                            response.into_http(&mut access, request_io)
+                        })?;
+                        wasmtime::Result::Ok((instance, response))
+                    }
+                    .await;
+                    match result {
+                        Ok((instance, response)) => {
+                            let (done_tx, done_rx) = oneshot::channel();
+                            let response = response.map(|body| NotifyOnDrop::new(body, done_tx).boxed_unsync());
+                            if tx.send(Ok((instance, response))).is_ok() {
+                                // Keep the instance's event loop running until the body is sent.
+                                let _ = done_rx.await;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = tx.send(Err(error));
+                        }
+                    }
+                })
+            }),
+        );
+
+        match rx.await {
+            Ok(Ok((instance, response))) => Ok((response, Some(instance))),
+            Ok(Err(error)) => Err(Failure::Internal(anyhow!("component failed: {error:#}"))),
+            Err(_) => Err(Failure::Internal(anyhow!(
+                "the instance ended before answering (trap, memory limit or request timeout)"
+            ))),
+        }
+    }
+}
+
+enum Failure {
+    BadRequest(String),
+    Internal(anyhow::Error),
+}
+
+/// Spin's request preparation: the client's headers first, then the `spin-*`
+/// headers, and an absolute URI built from the scheme and the `Host` header.
+fn prepare_request(
+    route: &RouteMatch,
+    req: http::Request<Body>,
+    client_addr: SocketAddr,
+    scheme: Scheme,
+) -> Result<http::Request<Body>> {
+    let (mut parts, body) = req.into_parts();
+    for (name, value) in &parts.headers {
+        value
+            .to_str()
+            .with_context(|| format!("header `{name}` is not valid UTF-8"))?;
+    }
+    let host_header = parts
+        .headers
+        .get(HOST)
+        .map(|h| h.to_str().map(str::to_string))
+        .transpose()?;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+
+    let spin_headers = route.spin_headers(
+        scheme.as_str(),
+        host_header.as_deref().unwrap_or("localhost"),
+        &path_and_query,
+        client_addr,
+    );
+    for (name, value) in spin_headers {
+        parts
+            .headers
+            .append(HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(&value)?);
+    }
+
+    let header_authority = host_header
+        .as_deref()
+        .map(|h| h.parse::<Authority>().context("`Host` header is not a valid authority"))
+        .transpose()?;
+    let authority = match (header_authority, parts.uri.authority().cloned()) {
+        (Some(a), Some(b)) if a != b => bail!("authority in `Host` header does not match the request URI"),
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) => bail!("no `Host` header in the request"),
+    };
+    parts.uri = http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()?;
+    Ok(http::Request::from_parts(parts, body))
+}
+
+/// A response body that reports when hyper has finished with it.
+struct NotifyOnDrop<B> {
+    inner: B,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl<B> NotifyOnDrop<B> {
+    fn new(inner: B, done: oneshot::Sender<()>) -> Self {
+        Self { inner, done: Some(done) }
+    }
+}
+
+impl<B> Drop for NotifyOnDrop<B> {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for NotifyOnDrop<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn plain(status: u16, text: &str) -> http::Response<Body> {
+    http::Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::copy_from_slice(text.as_bytes())).map_err(|never| match never {}).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+fn empty(status: u16) -> http::Response<Body> {
+    http::Response::builder()
+        .status(status)
+        .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+        .expect("static response parts are valid")
+}
+
+/// Writes one JSON log line with a timestamp to stdout.
+pub fn log_event(mut line: serde_json::Value) {
+    line["time"] = humantime::format_rfc3339_millis(SystemTime::now()).to_string().into();
+    println!("{line}");
+}
