@@ -1,5 +1,6 @@
-//! The feed component. It will own articles, their comments and tags, and the
-//! feeds that list them. For now it serves only its health check.
+//! The feed component. It will own articles: the global list, each user's
+//! personal feed, comments, favourites and tags. For now it serves only its
+//! health check.
 //!
 //! This file is the routing table. It matches on the request URI path, not on
 //! the `spin-path-info` header.

@@ -1,5 +1,6 @@
-//! The notifications component. It will own the notifications sent to users.
-//! For now it serves only its health check.
+//! The notifications component. It will own the in-app inbox with its unread
+//! counts, notification preferences and verified email delivery. For now it
+//! serves only its health check.
 //!
 //! This file is the routing table. It matches on the request URI path, not on
 //! the `spin-path-info` header.

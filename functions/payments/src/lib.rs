@@ -1,5 +1,6 @@
-//! The payments component. It will own payments and their records. For now it
-//! serves only its health check.
+//! The payments component. It will own creator payments: wallets, top-ups
+//! through a payment provider, tips, refunds and the double-entry ledger behind
+//! them. For now it serves only its health check.
 //!
 //! This file is the routing table. It matches on the request URI path, not on
 //! the `spin-path-info` header.

@@ -1,5 +1,6 @@
-//! The profiles component. It will own user accounts and the public profiles
-//! built on them. For now it serves only its health check.
+//! The profiles component. It will own users and their profiles (registration,
+//! login, follows and roles) and issue the tokens other components accept. For
+//! now it serves only its health check.
 //!
 //! This file is the routing table. It matches on the request URI path, not on
 //! the `spin-path-info` header.

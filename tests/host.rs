@@ -1,0 +1,539 @@
+//! The local host, tested through the fixture component (`tests/fixture/`)
+//! against real MariaDB and Redis: routing, Spin's headers, capabilities,
+//! isolation between requests, deadlines, limits and start-up errors.
+
+use std::time::{Duration, Instant};
+
+use conduit_tests::{Host, HostOptions, LoopbackServer, Reply, scratch_dir, wasm_path, with_and_without_reuse, workspace_root};
+use mysql_async::prelude::Queryable;
+use serde_json::{Value, json};
+
+const API_TOKEN: &str = "fixture-api-token-5b1c9e";
+const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306";
+
+fn fixture(loopback_port: u16) -> HostOptions {
+    let dir = workspace_root().join("tests/fixture");
+    let mut options = HostOptions::new(dir.join("spin.toml"))
+        .env("SPIN_VARIABLE_LOOPBACK_PORT", loopback_port.to_string())
+        .env("SPIN_VARIABLE_API_TOKEN", API_TOKEN)
+        .arg("--quiet-component-output");
+    options.runtime_config = Some(dir.join("runtime-config.toml"));
+    options
+}
+
+/// The last value of `name` in an echoed header list, as a component reading it would take it.
+fn last_header(echo: &Value, name: &str) -> Option<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap().to_string())
+}
+
+fn all_headers(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_follow_spin_precedence() {
+    with_and_without_reuse(fixture(1), |host, _| async move {
+        let cases = [
+            ("/echo/exact", "exact"),
+            ("/echo/other", "echo"),
+            ("/echo", "echo"),
+            ("/echo/exact/deeper", "echo"),
+            ("/users/42/items/7", "params"),
+            ("/users/42", "params"),
+            ("/anything/else", "fallback"),
+            ("/", "fallback"),
+        ];
+
+        for (path, component) in cases {
+            let reply = host.get(path).await;
+
+            assert_eq!(reply.status, 200, "{path}");
+            assert_eq!(reply.json()["component"], component, "{path}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spin_headers_follow_client_headers() {
+    with_and_without_reuse(fixture(1), |host, _| async move {
+        let reply = host
+            .request("GET", "/users/42/items/7?q=1", &[("x-client", "yes")], "")
+            .await;
+        let echo = reply.json();
+
+        let expect = |name: &str, value: &str| assert_eq!(last_header(&echo, name).as_deref(), Some(value), "{name}");
+        expect("spin-full-url", &format!("http://{}/users/42/items/7?q=1", host.addr));
+        expect("spin-path-info", "/items/7");
+        expect("spin-matched-route", "/users/:user_id/...");
+        expect("spin-base-path", "/");
+        expect("spin-raw-component-route", "/users/:user_id/...");
+        expect("spin-component-route", "/users/:user_id");
+        expect("spin-path-match-user-id", "42");
+        let client_addr = last_header(&echo, "spin-client-addr").unwrap();
+        assert!(client_addr.starts_with("127.0.0.1:"), "{client_addr}");
+        let names: Vec<&str> = echo["headers"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
+        let client_at = names.iter().position(|n| *n == "x-client").unwrap();
+        let first_spin = names.iter().position(|n| n.starts_with("spin-")).unwrap();
+        assert!(client_at < first_spin, "client headers come first: {names:?}");
+        assert_eq!(echo["uri"], format!("http://{}/users/42/items/7?q=1", host.addr));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_spin_header_not_last() {
+    with_and_without_reuse(fixture(1), |host, _| async move {
+        let forged = [
+            ("spin-client-addr", "10.9.8.7:1234"),
+            ("spin-path-info", "/forged"),
+            ("spin-matched-route", "/admin/..."),
+        ];
+
+        let echo = host.request("GET", "/echo/real", &forged, "").await.json();
+
+        assert_eq!(all_headers(&echo, "spin-client-addr")[0], "10.9.8.7:1234");
+        assert!(last_header(&echo, "spin-client-addr").unwrap().starts_with("127.0.0.1:"));
+        assert_eq!(last_header(&echo, "spin-path-info").as_deref(), Some("/real"));
+        assert_eq!(last_header(&echo, "spin-matched-route").as_deref(), Some("/echo/..."));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_round_trips_both_backends() {
+    with_and_without_reuse(fixture(1), |host, reuse| async move {
+        for label in ["default", "cache"] {
+            let key = format!("round-trip-{reuse}-{}", std::process::id());
+            let path = format!("/work/kv/{label}/{key}");
+
+            assert_eq!(host.get(&path).await.status, 404, "{label}");
+            assert_eq!(host.request("PUT", &path, &[], "value-1").await.status, 204, "{label}");
+            let stored = host.get(&path).await;
+            assert_eq!((stored.status, stored.text().as_str()), (200, "value-1"), "{label}");
+            assert_eq!(host.request("DELETE", &path, &[], "").await.status, 204, "{label}");
+            assert_eq!(host.get(&path).await.status, 404, "{label}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undeclared_store_access_denied() {
+    let host = Host::start(fixture(1));
+
+    let reply = host.get("/work/kv/elsewhere/key").await;
+
+    assert_eq!(reply.status, 500);
+    assert!(reply.text().contains("AccessDenied"), "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_increments_lose_nothing() {
+    let host = Host::start(fixture(1));
+    let run = std::process::id();
+
+    for label in ["default", "cache"] {
+        let path = format!("/work/kv-increment/{label}/counter-{run}?delta=1");
+        let requests = (0..24).map(|_| host.request("POST", &path, &[], ""));
+
+        let replies: Vec<Reply> = futures::future::join_all(requests).await;
+
+        let mut values: Vec<i64> = replies.iter().map(|r| r.text().parse().unwrap()).collect();
+        values.sort();
+        assert_eq!(values, (1..=24).collect::<Vec<_>>(), "{label}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_and_swap_sees_previous_value() {
+    let host = Host::start(fixture(1));
+    let path = format!("/work/kv-cas/cache/cas-{}", std::process::id());
+
+    let first = host.request("POST", &path, &[], "one").await.json();
+    let second = host.request("POST", &path, &[], "two").await.json();
+
+    assert_eq!(first, json!({"previous": null, "swapped": true}));
+    assert_eq!(second, json!({"previous": "one", "swapped": true}));
+}
+
+async fn admin_connection() -> mysql_async::Conn {
+    mysql_async::Conn::new(mysql_async::Opts::from_url(MYSQL_ADMIN).unwrap())
+        .await
+        .expect("MariaDB is reachable as root on 127.0.0.1:3306")
+}
+
+async fn aborted_clients(conn: &mut mysql_async::Conn) -> u64 {
+    let row: (String, String) = conn
+        .query_first("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")
+        .await
+        .unwrap()
+        .unwrap();
+    row.1.parse().unwrap()
+}
+
+async fn mysql(host: &Host, address: &str, statements: Value) -> Value {
+    let body = json!({"address": address, "statements": statements}).to_string();
+    let reply = host.request("POST", "/work/mysql", &[], body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_converts_values_like_spin() {
+    let mut admin = admin_connection().await;
+    admin.query_drop("CREATE DATABASE IF NOT EXISTS host_fixture").await.unwrap();
+    let table = format!("host_fixture.values_{}", std::process::id());
+    let address = format!("{MYSQL_ADMIN}/host_fixture");
+
+    with_and_without_reuse(fixture(1), |host, reuse| {
+        let (table, address) = (format!("{table}_{reuse}"), address.clone());
+        async move {
+            let mut admin = admin_connection().await;
+            let aborted_before = aborted_clients(&mut admin).await;
+
+            let results = mysql(&host, &address, json!([
+                {"kind": "execute", "sql": format!("DROP TABLE IF EXISTS {table}"), "params": []},
+                {"kind": "execute", "sql": format!("CREATE TABLE {table} (
+                    id BIGINT PRIMARY KEY, small TINYINT(1), count INT UNSIGNED,
+                    name VARCHAR(50) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci,
+                    name_key VARCHAR(50) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
+                    raw VARBINARY(10), ratio DOUBLE, price DECIMAL(10,2), at DATETIME, note TEXT)"), "params": []},
+                {"kind": "execute", "sql": format!("INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, 1.50, '2026-01-02 03:04:05', ?)"),
+                    "params": [9007199254740993i64, true, 7, "José", "josé", {"binary": "00ff"}, 0.25, null]},
+                {"kind": "query", "sql": format!("SELECT id, small, count, name, name_key, raw, ratio, note FROM {table}"), "params": []},
+                {"kind": "query", "sql": format!("SELECT price FROM {table}"), "params": []},
+                {"kind": "query", "sql": format!("SELECT at FROM {table}"), "params": []},
+                {"kind": "query", "sql": format!("SELECT CAST(SUM(count) AS SIGNED) AS total FROM {table}"), "params": []},
+                {"kind": "execute", "sql": format!("INSERT INTO {table} (id) VALUES (?)"), "params": [9007199254740993i64]},
+            ])).await["results"].clone();
+
+            let select = &results[3];
+            assert_eq!(select["columns"], json!([
+                ["id", "int64"], ["small", "int8"], ["count", "uint32"], ["name", "str"],
+                ["name_key", "binary"], ["raw", "binary"], ["ratio", "floating64"], ["note", "str"]]));
+            assert_eq!(select["rows"], json!([[
+                {"int64": 9007199254740993i64}, {"int8": 1}, {"uint32": 7}, {"str": "José"},
+                {"binary": "6a6f73c3a9"}, {"binary": "00ff"}, {"floating64": 0.25}, "null"]]));
+            let decimal = results[4].to_string();
+            assert!(decimal.contains("ValueConversionFailed") || decimal.contains("other"), "{decimal}");
+            let datetime = results[5].to_string();
+            assert!(datetime.contains("ValueConversionFailed") || datetime.contains("other"), "{datetime}");
+            assert_eq!(results[6]["rows"], json!([[{"int64": 7}]]));
+            let duplicate = results[7]["error"].as_str().unwrap();
+            assert!(duplicate.contains("QueryFailed(\"Server(ServerError { code: 1062, message: "), "{duplicate}");
+
+            let stored: Option<(i64, String)> = admin
+                .query_first(format!("SELECT id, name FROM {table}"))
+                .await
+                .unwrap();
+            assert_eq!(stored, Some((9007199254740993, "José".to_string())));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(aborted_clients(&mut admin).await, aborted_before, "connections are closed cleanly");
+            admin.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_address_outside_allow_list_rejected() {
+    let host = Host::start(fixture(1));
+
+    for address in ["mysql://root@127.0.0.2:3306/db", "mysql://root@127.0.0.1:3307/db", "mysql://root@localhost:3306/db"] {
+        let reply = mysql(&host, address, json!([])).await;
+
+        let error = reply["open_error"].as_str().unwrap_or_default();
+        assert!(error.contains("ConnectionFailed") && error.contains("is not permitted"), "{address}: {reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_http_allowed_hosts_only() {
+    let server = LoopbackServer::start();
+    let other = LoopbackServer::start();
+    with_and_without_reuse(fixture(server.port), |host, _| {
+        let (allowed, denied) = (server.port, other.port);
+        let requests = server.requests.clone();
+        async move {
+            let url = format!("http://127.0.0.1:{allowed}/resource");
+
+            let ok = host.request("POST", "/work/outbound", &[("x-forward-header", "passed")], url).await.json();
+            let refused = host
+                .request("POST", "/work/outbound", &[], format!("http://127.0.0.1:{denied}/"))
+                .await
+                .json();
+            let refused_name = host.request("POST", "/work/outbound", &[], "http://example.invalid/").await.json();
+
+            assert_eq!((ok["status"].as_u64(), ok["body"].as_str()), (Some(200), Some("hello")), "{ok}");
+            let received = requests.lock().unwrap().clone();
+            assert!(received.iter().any(|r| r.contains("x-forwarded-test: passed")), "{received:?}");
+            assert!(received.iter().any(|r| r.to_ascii_lowercase().contains(&format!("host: 127.0.0.1:{allowed}"))), "{received:?}");
+            assert!(refused["error"].as_str().unwrap().contains("HttpRequestDenied"), "{refused}");
+            assert!(refused_name["error"].as_str().unwrap().contains("HttpRequestDenied"), "{refused_name}");
+        }
+    })
+    .await;
+    assert!(other.requests.lock().unwrap().is_empty(), "nothing reached the disallowed server");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_chaining_reaches_private_component() {
+    with_and_without_reuse(fixture(1), |host, _| async move {
+        let reply = host
+            .request("POST", "/work/outbound", &[], "http://hidden.spin.internal/deep/path?x=1")
+            .await
+            .json();
+        let chained = host.request("POST", "/work/outbound", &[], "http://fallback.spin.internal/").await.json();
+
+        assert_eq!(reply["status"], 200, "{reply}");
+        let echo: Value = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap();
+        assert_eq!(echo["component"], "hidden");
+        assert_eq!(last_header(&echo, "spin-client-addr").as_deref(), Some("0.0.0.0:0"));
+        assert_eq!(last_header(&echo, "spin-path-info").as_deref(), Some("/deep/path"));
+        assert_eq!(last_header(&echo, "spin-matched-route").as_deref(), Some("/..."));
+        assert_eq!(last_header(&echo, "spin-component-route").as_deref(), Some(""));
+        assert!(chained["error"].as_str().unwrap().contains("HttpRequestDenied"), "not in the allow-list: {chained}");
+        let logs = host.request_logs().await;
+        assert!(logs.iter().any(|l| l["component"] == "hidden" && l["chained"] == true), "{logs:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runaway_loop_gets_500() {
+    let options = fixture(1).arg("--request-timeout").arg("1s");
+    with_and_without_reuse(options, |host, _| async move {
+        let host = std::sync::Arc::new(host);
+        let started = Instant::now();
+        let looping = tokio::spawn({
+            let host = host.clone();
+            async move { host.get("/work/loop").await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        for _ in 0..5 {
+            assert_eq!(host.get("/echo/while-looping").await.status, 200);
+            assert_eq!(host.get("/work/sleep?ms=5").await.status, 200, "the same component keeps serving");
+        }
+        let looped = looping.await.unwrap();
+
+        assert_eq!(looped.status, 500);
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_hog_gets_500() {
+    let options = fixture(1).arg("--max-instance-memory-mib").arg("64");
+    with_and_without_reuse(options, |host, _| async move {
+        let hog = host.get("/work/hog").await;
+        let after = host.get("/work/sleep?ms=1").await;
+
+        assert_eq!(hog.status, 500);
+        assert_eq!(after.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_stay_isolated() {
+    with_and_without_reuse(fixture(1), |host, reuse| async move {
+        let warm = host.get("/work/sleep?ms=1").await.json();
+
+        let (a, b) = tokio::join!(
+            host.request("GET", "/work/sleep?ms=600", &[("x-tag", "alpha")], ""),
+            host.request("GET", "/work/sleep?ms=600", &[("x-tag", "beta")], ""),
+        );
+        let (a, b) = (a.json(), b.json());
+
+        assert_eq!((a["tag_before"].as_str(), a["tag_after"].as_str()), (Some("alpha"), Some("alpha")));
+        assert_eq!((b["tag_before"].as_str(), b["tag_after"].as_str()), (Some("beta"), Some("beta")));
+        let overlap = a["started_ms"].as_i64() < b["finished_ms"].as_i64() && b["started_ms"].as_i64() < a["finished_ms"].as_i64();
+        assert!(overlap, "the two requests ran at the same time: {a} {b}");
+        if reuse {
+            assert_eq!(a["instance"], warm["instance"], "the warm instance serves both");
+            assert_eq!(a["instance"], b["instance"], "one instance served both at once");
+        } else {
+            assert_ne!(a["instance"], b["instance"]);
+            assert_ne!(a["instance"], warm["instance"]);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_log_names_instance() {
+    let host = Host::start(fixture(1));
+
+    let first = host.get("/echo/a").await.json();
+    let second = host.get("/echo/b").await.json();
+
+    assert_eq!(first["instance"], second["instance"], "reused with Spin's defaults");
+    let logs = host.request_logs().await;
+    let echo_lines: Vec<&Value> = logs.iter().filter(|l| l["component"] == "echo").collect();
+    assert_eq!(echo_lines.len(), 2);
+    assert_eq!(echo_lines[0]["instance"], echo_lines[1]["instance"]);
+    for line in echo_lines {
+        assert_eq!(line["route"], "/echo/...");
+        assert_eq!(line["status"], 200);
+        assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_switch_unavailable_and_hang() {
+    let mut options = fixture(1);
+    options.faults = true;
+    let host = std::sync::Arc::new(Host::start(options));
+
+    host.set_fault("echo", "unavailable").await;
+    let unavailable = host.get("/echo/x").await;
+    let unaffected = host.get("/users/1").await;
+    host.set_fault("echo", "hang").await;
+    let hanging = tokio::spawn({
+        let host = host.clone();
+        async move { host.get("/echo/y").await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let still_hanging = !hanging.is_finished();
+    host.set_fault("echo", "none").await;
+    let released = tokio::time::timeout(Duration::from_secs(5), hanging).await.unwrap().unwrap();
+
+    assert_eq!(unavailable.status, 503);
+    assert_eq!(unavailable.header("retry-after"), Some("1"));
+    assert_eq!(unaffected.status, 200);
+    assert!(still_hanging, "a hanging component does not answer");
+    assert_eq!(released.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_switch_off_by_default() {
+    let host = Host::start(fixture(1));
+
+    assert!(host.fault_addr.is_none());
+    assert!(
+        !host.stderr_lines().iter().any(|l| l.contains("fault")),
+        "no fault listener is mentioned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn component_output_captured_per_component() {
+    let host = Host::start(fixture(1));
+
+    assert_eq!(host.get("/work/log").await.status, 204);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stdout = std::fs::read_to_string(host.state_dir.join("logs/worker_stdout.txt")).unwrap();
+    let stderr = std::fs::read_to_string(host.state_dir.join("logs/worker_stderr.txt")).unwrap();
+    assert!(stdout.contains("fixture stdout line"), "{stdout}");
+    assert!(stderr.contains("fixture stderr line"), "{stderr}");
+    assert!(!stdout.contains("stderr"), "streams stay apart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn variables_resolve_and_report_errors() {
+    let host = Host::start(fixture(1));
+
+    let greeting = host.get("/work/variable/greeting").await;
+    let token = host.get("/work/variable/token").await;
+    let undefined = host.get("/work/variable/missing").await;
+    let invalid = host.get("/work/variable/Bad-Name").await;
+
+    assert_eq!((greeting.status, greeting.text().as_str()), (200, "hello from 127.0.0.1"));
+    assert_eq!(token.text(), API_TOKEN);
+    assert!(undefined.status == 500 && undefined.text().contains("Undefined"), "{}", undefined.text());
+    assert!(invalid.status == 500 && invalid.text().contains("InvalidName"), "{}", invalid.text());
+    let everything_logged = [host.log_lines(), host.stderr_lines()].concat().join("\n");
+    assert!(!everything_logged.contains(API_TOKEN), "a secret value reached the host's output");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_health_routes_answer() {
+    let host = Host::start(
+        HostOptions::new(workspace_root().join("spin.toml"))
+            .arg("--runtime-config-file")
+            .arg(workspace_root().join("infra/runtime-config/local.toml").display().to_string()),
+    );
+
+    assert_eq!(host.get("/nowhere").await.status, 404);
+    assert_eq!(host.get("/internal/profiles/anything").await.status, 404, "internal paths have no public route");
+    assert_eq!(host.get("/.well-known/spin/health").await.status, 200);
+    for component in ["profiles", "feed", "payments", "notifications"] {
+        let reply = host.get(&format!("/health/{component}")).await;
+        assert_eq!((reply.status, reply.text().as_str()), (200, "up"), "{component}");
+    }
+}
+
+fn start_error(manifest: &str, env: &[(&str, &str)]) -> String {
+    let dir = scratch_dir("startup");
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, manifest.replace("FIXTURE", &wasm_path("fixture").display().to_string())).unwrap();
+    let mut options = HostOptions::new(path);
+    for (name, value) in env {
+        options = options.env(name, *value);
+    }
+    match Host::try_start(options) {
+        Ok(_) => panic!("the host started with a broken manifest:\n{manifest}"),
+        Err(output) => output,
+    }
+}
+
+const GOOD: &str = r#"
+spin_manifest_version = 2
+[application]
+name = "startup"
+[variables]
+token = { required = true, secret = true }
+[[trigger.http]]
+route = "/a/..."
+component = "alpha"
+[component.alpha]
+source = "FIXTURE"
+allowed_outbound_hosts = ["http://alpha.spin.internal"]
+[component.alpha.variables]
+token = "{{ token }}"
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_up_errors_name_the_cause() {
+    let cases = [
+        (GOOD.replace("[application]", "[application"), vec![], "invalid manifest"),
+        (GOOD.replace("FIXTURE", "/nowhere/missing.wasm"), vec![("SPIN_VARIABLE_TOKEN", "t")], "does not exist"),
+        (GOOD.replace("component = \"alpha\"", "component = \"beta\""), vec![], "`beta`, which the manifest does not define"),
+        (GOOD.to_string(), vec![], "SPIN_VARIABLE_TOKEN"),
+        (GOOD.replace("http://alpha.spin.internal", "http://beta.spin.internal"), vec![], "not a component of this application"),
+        (GOOD.replace("[component.alpha.variables]", "key_value_stores = [\"nowhere\"]\n[component.alpha.variables]"), vec![("SPIN_VARIABLE_TOKEN", "t")], "`nowhere`, which the runtime config does not define"),
+    ];
+
+    for (manifest, env, expected) in cases {
+        let output = start_error(&manifest, &env);
+
+        assert!(output.contains(expected), "expected {expected:?} in:\n{output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn valid_start_up_manifest_starts() {
+    let dir = scratch_dir("startup-good");
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, GOOD.replace("FIXTURE", &wasm_path("fixture").display().to_string())).unwrap();
+
+    let host = Host::start(HostOptions::new(path).env("SPIN_VARIABLE_TOKEN", "t"));
+
+    assert_eq!(host.get("/a/b").await.status, 200);
+}
