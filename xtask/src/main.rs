@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Some("build") => build(),
         Some("up") => up(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("bench") => bench(),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -34,7 +35,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   build            build the four components and the local host
   up [-- ARGS]     build, start MariaDB if needed, serve the app on 127.0.0.1:3000
                    (ARGS go to `conduit-host up`, e.g. --request-timeout 30s)
-  test [-- ARGS]   build, start MariaDB and Redis if needed, run every test";
+  test [-- ARGS]   build, start MariaDB and Redis if needed, run every test
+  bench            build, then print the host's start-up time and request latency";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
@@ -98,6 +100,13 @@ fn test(args: &[String]) -> Result<()> {
     }
     command.args(args.iter().skip_while(|a| *a == "--"));
     run(&mut command)
+}
+
+fn bench() -> Result<()> {
+    build()?;
+    run(cargo().args(["build", "--release", "--target", WASM_TARGET, "-p", "fixture"]))?;
+    ensure_redis()?;
+    run(cargo().args(["run", "--release", "-p", "conduit-tests", "--example", "bench_host"]))
 }
 
 fn ensure_wasm_target() -> Result<()> {

@@ -1,0 +1,80 @@
+//! Measures the local host: start-up time, and the latency of a trivial
+//! fixture route over loopback with instance reuse on (Spin's defaults) and
+//! off. Prints medians and p99s from one run; compare figures only within a run.
+
+use std::time::{Duration, Instant};
+
+use conduit_tests::{Host, HostOptions, wasm_path, workspace_root};
+
+const WARM_UP: usize = 200;
+const SAMPLES: usize = 3_000;
+
+fn fixture() -> HostOptions {
+    let dir = workspace_root().join("tests/fixture");
+    let mut options = HostOptions::new(dir.join("spin.toml"))
+        .env("SPIN_VARIABLE_LOOPBACK_PORT", "1")
+        .env("SPIN_VARIABLE_API_TOKEN", "bench")
+        .arg("--quiet-component-output");
+    options.runtime_config = Some(dir.join("runtime-config.toml"));
+    options
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+async fn latency(host: &Host, path: &str) -> (Duration, Duration) {
+    for _ in 0..WARM_UP {
+        assert_eq!(host.get(path).await.status, 200);
+    }
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let started = Instant::now();
+        let reply = host.get(path).await;
+        samples.push(started.elapsed());
+        assert_eq!(reply.status, 200);
+    }
+    samples.sort();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+#[tokio::main]
+async fn main() {
+    println!("component sizes:");
+    for name in ["profiles", "feed", "payments", "notifications", "fixture"] {
+        let bytes = std::fs::metadata(wasm_path(name)).unwrap().len();
+        println!("  {name:<14} {:>8.1} KiB", bytes as f64 / 1024.0);
+    }
+
+    let mut startups = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let host = Host::start(HostOptions::new(workspace_root().join("spin.toml")).arg("--runtime-config-file").arg(
+            workspace_root().join("infra/runtime-config/local.toml").display().to_string(),
+        ));
+        startups.push(started.elapsed());
+        drop(host);
+    }
+    startups.sort();
+    println!("start-up of spin.toml (4 components), spawn to ready, median of 5: {:.0} ms", startups[2].as_secs_f64() * 1e3);
+
+    println!("GET /echo/x on one keep-alive connection, {SAMPLES} sequential requests after {WARM_UP} warm-up:");
+    let reuse_on = Host::start(fixture());
+    let (on_median, on_p99) = latency(&reuse_on, "/echo/x").await;
+    drop(reuse_on);
+    let reuse_off = Host::start(fixture().arg("--max-instance-reuse-count").arg("1"));
+    let (off_median, off_p99) = latency(&reuse_off, "/echo/x").await;
+    drop(reuse_off);
+    println!("  reuse on  (128 per instance): median {}, p99 {}", micros(on_median), micros(on_p99));
+    println!("  reuse off (1 per instance):   median {}, p99 {}", micros(off_median), micros(off_p99));
+    println!(
+        "  ratio off/on: median {:.2}, p99 {:.2}",
+        off_median.as_secs_f64() / on_median.as_secs_f64(),
+        off_p99.as_secs_f64() / on_p99.as_secs_f64()
+    );
+}
