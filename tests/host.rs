@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use conduit_tests::{Host, HostOptions, LoopbackServer, Reply, scratch_dir, wasm_path, with_and_without_reuse, workspace_root};
+use conduit_tests::{Host, HostOptions, LoopbackServer, Reply, scratch_dir, unique, wasm_path, with_and_without_reuse, workspace_root};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 
@@ -116,7 +116,7 @@ async fn forged_spin_header_not_last() {
 async fn key_value_round_trips_both_backends() {
     with_and_without_reuse(fixture(1), |host, reuse| async move {
         for label in ["default", "cache"] {
-            let key = format!("round-trip-{reuse}-{}", std::process::id());
+            let key = unique(&format!("round-trip-{reuse}"));
             let path = format!("/work/kv/{label}/{key}");
 
             assert_eq!(host.get(&path).await.status, 404, "{label}");
@@ -128,6 +128,38 @@ async fn key_value_round_trips_both_backends() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_redis_fails_fast() {
+    let dir = scratch_dir("redis-down");
+    let config = dir.join("runtime-config.toml");
+    let closed_port = conduit_tests::free_port();
+    std::fs::write(&config, format!("[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{closed_port}/0\"\n")).unwrap();
+    let mut options = fixture(1);
+    options.runtime_config = Some(config);
+    let host = Host::start(options);
+
+    let started = Instant::now();
+    let reply = host.get("/work/kv/cache/anything").await;
+    let sqlite = host.get("/work/kv/default/anything").await;
+
+    assert_eq!(reply.status, 500);
+    assert!(reply.text().contains("redis"), "{}", reply.text());
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    assert_eq!(sqlite.status, 404, "other stores keep working");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_host_cleanly() {
+    let mut host = Host::start(fixture(1));
+    assert_eq!(host.get("/echo/x").await.status, 200);
+
+    let status = host.terminate();
+
+    assert!(status.success(), "{status:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(host.log_lines().iter().any(|l| l.contains(r#""event":"stopping""#) && l.contains("SIGTERM")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,10 +175,8 @@ async fn undeclared_store_access_denied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_increments_lose_nothing() {
     let host = Host::start(fixture(1));
-    let run = std::process::id();
-
     for label in ["default", "cache"] {
-        let path = format!("/work/kv-increment/{label}/counter-{run}?delta=1");
+        let path = format!("/work/kv-increment/{label}/{}?delta=1", unique("counter"));
         let requests = (0..24).map(|_| host.request("POST", &path, &[], ""));
 
         let replies: Vec<Reply> = futures::future::join_all(requests).await;
@@ -158,15 +188,23 @@ async fn concurrent_increments_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn compare_and_swap_sees_previous_value() {
+async fn compare_and_swap_fails_after_interference() {
     let host = Host::start(fixture(1));
-    let path = format!("/work/kv-cas/cache/cas-{}", std::process::id());
 
-    let first = host.request("POST", &path, &[], "one").await.json();
-    let second = host.request("POST", &path, &[], "two").await.json();
+    for label in ["default", "cache"] {
+        let key = unique("cas");
+        let path = format!("/work/kv-cas/{label}/{key}");
 
-    assert_eq!(first, json!({"previous": null, "swapped": true}));
-    assert_eq!(second, json!({"previous": "one", "swapped": true}));
+        let first = host.request("POST", &path, &[], "one").await.json();
+        let second = host.request("POST", &path, &[], "two").await.json();
+        let lost = host.request("POST", &format!("{path}?interfere=other"), &[], "three").await.json();
+        let stored = host.get(&format!("/work/kv/{label}/{key}")).await;
+
+        assert_eq!(first, json!({"previous": null, "swapped": true}), "{label}");
+        assert_eq!(second, json!({"previous": "one", "swapped": true}), "{label}");
+        assert_eq!(lost, json!({"previous": "two", "swapped": false}), "{label}");
+        assert_eq!(stored.text(), "other", "{label}: the interfering write stays");
+    }
 }
 
 async fn admin_connection() -> mysql_async::Conn {

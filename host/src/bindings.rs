@@ -38,11 +38,9 @@ pub struct KvHandle {
     store: kv::Store,
 }
 
-/// A compare-and-swap in progress: the value seen when it began.
+/// A compare-and-swap in progress.
 pub struct CasHandle {
-    store: kv::Store,
-    key: String,
-    seen: Option<Vec<u8>>,
+    cas: kv::Cas,
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -208,17 +206,17 @@ impl wasi_atomics::Host for HostState {
     }
 
     async fn swap(&mut self, cas: Resource<CasHandle>, value: Vec<u8>) -> Result<(), wasi_atomics::CasError> {
-        let handle = self
-            .table
-            .get(&cas)
-            .map_err(|e| wasi_atomics::CasError::StoreError(wasi_store::Error::Other(e.to_string())))?;
-        let (store, key, seen) = (handle.store.clone(), handle.key.clone(), handle.seen.clone());
-        let swapped = store
-            .compare_and_swap(&key, seen, value)
+        let table_error = |e: wasmtime::component::ResourceTableError| {
+            wasi_atomics::CasError::StoreError(wasi_store::Error::Other(e.to_string()))
+        };
+        let handle = self.table.get_mut(&cas).map_err(table_error)?;
+        let swapped = handle
+            .cas
+            .swap(value)
             .await
             .map_err(|e| wasi_atomics::CasError::StoreError(wasi_error(e)))?;
         if swapped {
-            self.table.delete(cas).map_err(|e| wasi_atomics::CasError::StoreError(wasi_store::Error::Other(e.to_string())))?;
+            self.table.delete(cas).map_err(table_error)?;
             Ok(())
         } else {
             Err(wasi_atomics::CasError::CasFailed(cas))
@@ -228,18 +226,18 @@ impl wasi_atomics::Host for HostState {
 
 impl wasi_atomics::HostCas for HostState {
     async fn new(&mut self, bucket: Resource<KvHandle>, key: String) -> Result<Resource<CasHandle>, wasi_store::Error> {
-        let store = self.bucket(&bucket)?;
-        let seen = store.get(&key).await.map_err(wasi_error)?;
+        let cas = self.bucket(&bucket)?.begin_cas(&key).await.map_err(wasi_error)?;
         self.table
-            .push(CasHandle { store, key, seen })
+            .push(CasHandle { cas })
             .map_err(|e| wasi_store::Error::Other(e.to_string()))
     }
 
     async fn current(&mut self, cas: Resource<CasHandle>) -> Result<Option<Vec<u8>>, wasi_store::Error> {
-        self.table
-            .get(&cas)
-            .map(|h| h.seen.clone())
-            .map_err(|e| wasi_store::Error::Other(e.to_string()))
+        let handle = self
+            .table
+            .get_mut(&cas)
+            .map_err(|e| wasi_store::Error::Other(e.to_string()))?;
+        handle.cas.current().await.map_err(wasi_error)
     }
 
     async fn drop(&mut self, cas: Resource<CasHandle>) -> WResult<()> {

@@ -176,43 +176,102 @@ impl Store {
         }
     }
 
-    /// Writes `new` only if the key still holds `expected`; false when it changed.
-    pub async fn compare_and_swap(&self, key: &str, expected: Option<Vec<u8>>, new: Vec<u8>) -> KvResult<bool> {
+    /// Starts a compare-and-swap on `key`. Redis gets a connection of its
+    /// own, because `WATCH` applies to the connection that sent it.
+    pub async fn begin_cas(&self, key: &str) -> KvResult<Cas> {
         match self {
-            Self::Sqlite(s) => {
-                let (label, key) = (s.label.clone(), key.to_string());
-                s.blocking(move |c| {
-                    let tx = c.transaction()?;
-                    let current: Option<Vec<u8>> = tx
-                        .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
-                        .query_map(rusqlite::params![label, key], |row| row.get(0))?
-                        .next()
-                        .transpose()?;
-                    if current != expected {
-                        return Ok(false);
-                    }
-                    tx.prepare_cached(
-                        "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-                         ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
-                    )?
-                    .execute(rusqlite::params![label, key, new])?;
-                    tx.commit()?;
-                    Ok(true)
-                })
-                .await
-            }
+            Self::Sqlite(s) => Ok(Cas::Sqlite {
+                store: s.clone(),
+                key: key.to_string(),
+                seen: None,
+            }),
             Self::Redis(r) => {
-                // WATCH needs a connection of its own, as Spin opens one per swap.
                 let client = redis::Client::open(r.url.as_str()).map_err(|e| other("redis", e))?;
+                let connection = tokio::time::timeout(REDIS_TIMEOUT, client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| KvError("redis: timed out".into()))?
+                    .map_err(|e| other("redis", e))?;
+                Ok(Cas::Redis {
+                    connection,
+                    key: key.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// A compare-and-swap with Spin 4.0.2's semantics: `current` reads the value
+/// (and, on Redis, `WATCH`es the key); `swap` writes only if the key still
+/// holds what `current` read. Without a prior `current`, or when `current`
+/// found no value, the SQLite store writes unconditionally, as Spin's does.
+pub enum Cas {
+    Sqlite {
+        store: Arc<SqliteStore>,
+        key: String,
+        /// `Some` once `current` has run: the value it read.
+        seen: Option<Option<Vec<u8>>>,
+    },
+    Redis {
+        connection: redis::aio::MultiplexedConnection,
+        key: String,
+    },
+}
+
+impl Cas {
+    pub async fn current(&mut self) -> KvResult<Option<Vec<u8>>> {
+        match self {
+            Self::Sqlite { store, key, seen } => {
+                let value = Store::Sqlite(store.clone()).get(key).await?;
+                *seen = Some(value.clone());
+                Ok(value)
+            }
+            Self::Redis { connection, key } => {
                 let attempt = async {
-                    let mut c = client.get_multiplexed_async_connection().await?;
-                    redis::cmd("WATCH").arg(key).query_async::<()>(&mut c).await?;
-                    let current: Option<Vec<u8>> = c.get(key).await?;
-                    if current != expected {
-                        redis::cmd("UNWATCH").query_async::<()>(&mut c).await?;
-                        return Ok(false);
-                    }
-                    let result: Option<()> = redis::pipe().atomic().set(key, new).ignore().query_async(&mut c).await?;
+                    redis::cmd("WATCH").arg(&*key).query_async::<()>(connection).await?;
+                    connection.get::<_, Option<Vec<u8>>>(&*key).await
+                };
+                tokio::time::timeout(REDIS_TIMEOUT, attempt)
+                    .await
+                    .map_err(|_| KvError("redis: timed out".into()))?
+                    .map_err(|e| other("redis", e))
+            }
+        }
+    }
+
+    /// Returns false when the key changed since `current`.
+    pub async fn swap(&mut self, value: Vec<u8>) -> KvResult<bool> {
+        match self {
+            Self::Sqlite { store, key, seen } => {
+                let (label, key, expected) = (store.label.clone(), key.clone(), seen.clone().flatten());
+                store
+                    .blocking(move |c| {
+                        let changed = match expected {
+                            Some(old) => c
+                                .prepare_cached(
+                                    "UPDATE spin_key_value SET value = ?3 WHERE store = ?1 AND key = ?2 AND value = ?4",
+                                )?
+                                .execute(rusqlite::params![label, key, value, old])?,
+                            None => c
+                                .prepare_cached(
+                                    "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                                     ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
+                                )?
+                                .execute(rusqlite::params![label, key, value])?,
+                        };
+                        Ok(changed == 1)
+                    })
+                    .await
+            }
+            Self::Redis { connection, key } => {
+                let attempt = async {
+                    // EXEC answers nil when a watched key changed: the transaction did not run.
+                    let result: Option<()> = redis::pipe()
+                        .atomic()
+                        .set(&*key, value)
+                        .ignore()
+                        .query_async(connection)
+                        .await?;
+                    redis::cmd("UNWATCH").query_async::<()>(connection).await?;
                     Ok::<bool, redis::RedisError>(result.is_some())
                 };
                 tokio::time::timeout(REDIS_TIMEOUT, attempt)

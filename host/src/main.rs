@@ -183,7 +183,28 @@ async fn up(args: UpArgs) -> Result<()> {
         "startup_ms": started.elapsed().as_millis() as u64,
     }));
 
-    app.serve(listener).await
+    tokio::select! {
+        result = app.serve(listener) => result,
+        signal = shutdown_signal() => {
+            server::log_event(serde_json::json!({"level": "info", "event": "stopping", "signal": signal}));
+            Ok(())
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM (what Kubernetes and process managers send).
+async fn shutdown_signal() -> &'static str {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }
 
 fn build_engine(memory_limit: usize) -> Result<Engine> {

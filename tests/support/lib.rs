@@ -46,6 +46,15 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A name no earlier run used, for keys in stores that outlive a test run (Redis).
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -240,6 +249,16 @@ impl Host {
             .unwrap();
         let response = self.client.request(request).await.unwrap();
         assert_eq!(response.status(), 204, "fault switch refused {component}={fault}");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().unwrap()
     }
 
     /// Every stdout line so far (the host's JSON log).
