@@ -48,7 +48,7 @@ impl AllowedHosts {
         Ok(Self { entries })
     }
 
-    /// Whether `url` may be reached. A URL without a scheme takes `default_scheme`.
+    /// Checks whether `url` may be reached. A URL without a scheme takes `default_scheme`.
     pub fn allows_url(&self, url: &str, default_scheme: &str) -> bool {
         let Some(target) = Target::parse(url, default_scheme) else {
             return false;
@@ -200,7 +200,7 @@ pub fn validate_entry(entry: &str) -> Result<()> {
     Entry::parse(entry).map(drop)
 }
 
-/// The component a literal `http://<id>.spin.internal` entry names, if any.
+/// Returns the component a literal `http://<id>.spin.internal` entry names, if any.
 pub fn chaining_target_of_entry(entry: &str) -> Option<String> {
     if entry.contains("{{") {
         return None;

@@ -1,4 +1,4 @@
-//! A test-only fault switch: makes a named component answer 503 or hang, so
+//! A test-only fault switch: makes a named component respond 503 or hang, so
 //! outage handling can be tested against the real components. It is off
 //! unless `--test-fault-listen` is given, and listens only on loopback.
 
@@ -15,9 +15,9 @@ use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// The component answers `503` with `Retry-After`.
+    /// The component responds `503` with `Retry-After`.
     Unavailable,
-    /// The component accepts the request and never answers until the fault is cleared.
+    /// The component accepts the request and sends no response until the fault is cleared.
     Hang,
 }
 

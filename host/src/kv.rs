@@ -202,7 +202,7 @@ impl Store {
 
 /// A compare-and-swap with Spin 4.0.2's semantics: `current` reads the value
 /// (and, on Redis, `WATCH`es the key); `swap` writes only if the key still
-/// holds what `current` read. Without a prior `current`, or when `current`
+/// contains what `current` read. Without a prior `current`, or when `current`
 /// found no value, the SQLite store writes unconditionally, as Spin's does.
 pub enum Cas {
     Sqlite {
@@ -264,7 +264,7 @@ impl Cas {
             }
             Self::Redis { connection, key } => {
                 let attempt = async {
-                    // EXEC answers nil when a watched key changed: the transaction did not run.
+                    // EXEC returns nil when a watched key changed, because the transaction did not run.
                     let result: Option<()> = redis::pipe()
                         .atomic()
                         .set(&*key, value)
@@ -327,7 +327,7 @@ impl RedisStore {
     }
 }
 
-/// Opens (creating if needed) the SQLite file that holds every `spin` store.
+/// Opens (creating if needed) the SQLite file that contains every `spin` store.
 pub fn open_sqlite(path: &Path) -> Result<Arc<Mutex<rusqlite::Connection>>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

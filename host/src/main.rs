@@ -61,11 +61,11 @@ struct UpArgs {
     #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
 
-    /// Where the default SQLite key-value file lives; defaults to `.spin` beside the manifest.
+    /// Directory for the default SQLite key-value file; defaults to `.spin` beside the manifest.
     #[arg(long)]
     state_dir: Option<PathBuf>,
 
-    /// Where component stdout/stderr files go; defaults to `<state-dir>/logs`.
+    /// Directory for component stdout/stderr files; defaults to `<state-dir>/logs`.
     #[arg(long)]
     log_dir: Option<PathBuf>,
 

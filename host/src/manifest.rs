@@ -313,7 +313,7 @@ source = "beta.wasm"
 "#;
 
     #[test]
-    fn parses_routes_private_triggers_and_variables() {
+    fn manifest_parses_routes_and_variables() {
         let manifest = Manifest::parse(MINIMAL, Path::new("/app")).unwrap();
 
         assert_eq!(manifest.name, "demo");
@@ -325,7 +325,7 @@ source = "beta.wasm"
     }
 
     #[test]
-    fn a_trigger_naming_an_unknown_component_is_refused() {
+    fn manifest_rejects_unknown_trigger_component() {
         let text = MINIMAL.replace("component = \"beta\"", "component = \"gamma\"");
 
         let error = Manifest::parse(&text, Path::new("/app")).unwrap_err();
@@ -334,7 +334,7 @@ source = "beta.wasm"
     }
 
     #[test]
-    fn chaining_to_a_component_outside_the_app_is_refused() {
+    fn manifest_rejects_unknown_chaining_target() {
         let text = MINIMAL.replace("http://beta.spin.internal", "http://gamma.spin.internal");
 
         let error = Manifest::parse(&text, Path::new("/app")).unwrap_err();
@@ -343,14 +343,14 @@ source = "beta.wasm"
     }
 
     #[test]
-    fn a_variable_without_default_or_required_is_refused() {
+    fn manifest_rejects_variable_without_value() {
         let text = MINIMAL.replace("{ required = true, secret = true }", "{ secret = true }");
 
         assert!(Manifest::parse(&text, Path::new("/app")).is_err());
     }
 
     #[test]
-    fn unknown_fields_are_refused() {
+    fn manifest_rejects_unknown_fields() {
         let text = MINIMAL.replace("[component.beta]", "[component.beta]\nexecutable = true");
 
         assert!(Manifest::parse(&text, Path::new("/app")).is_err());

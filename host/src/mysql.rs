@@ -37,7 +37,7 @@ impl Connection {
         })
     }
 
-    /// A second handle on the same connection, for use outside the store borrow.
+    /// Returns a second handle on the same connection, for use outside the store borrow.
     pub fn share(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -236,8 +236,8 @@ fn convert_column(column: &mysql_async::Column) -> Column {
     }
 }
 
-/// The column type mapping of Spin 4.0: `DECIMAL`, `DATETIME`, `JSON` and the
-/// like are `other` and fail to convert; a `_bin` text column is binary.
+/// Maps a column type as Spin 4.0 does. `DECIMAL`, `DATETIME`, `JSON` and the
+/// like are `other` and fail to convert, and a `_bin` text column is binary.
 fn data_type(column: &mysql_async::Column) -> DbDataType {
     let kind = column.column_type();
     let unsigned = column.flags().contains(ColumnFlags::UNSIGNED_FLAG);

@@ -88,7 +88,7 @@ impl Router {
 }
 
 impl RouteMatch {
-    /// What a chained request sees: Spin routes it as if matched by `/...`.
+    /// Builds the match of a chained request, which Spin routes as if matched by `/...`.
     pub fn chained(component: &str, path: &str) -> Self {
         Self {
             component: component.to_string(),
@@ -98,7 +98,7 @@ impl RouteMatch {
         }
     }
 
-    /// The `spin-*` headers, in the order Spin appends them after the client's headers.
+    /// Computes the `spin-*` headers, in the order Spin appends them after the client's headers.
     pub fn spin_headers(
         &self,
         scheme: &str,
@@ -161,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn the_most_specific_route_wins() {
+    fn router_prefers_most_specific_route() {
         let r = router();
 
         assert_eq!(r.route("/api/users").unwrap().component, "users");
@@ -193,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn a_route_claimed_twice_is_refused() {
+    fn router_rejects_duplicate_route() {
         assert!(Router::build([("/a", "x"), ("/a/", "y")]).is_err());
     }
 

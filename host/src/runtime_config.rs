@@ -70,7 +70,7 @@ impl RuntimeConfig {
         Ok(Self { key_value_stores })
     }
 
-    /// The store for `label`; `default` falls back to SQLite as in Spin.
+    /// Returns the store for `label`. As in Spin, `default` falls back to SQLite.
     pub fn store_for(&self, label: &str) -> Option<KvStoreConfig> {
         match self.key_value_stores.get(label) {
             Some(config) => Some(config.clone()),

@@ -120,7 +120,7 @@ pub struct App {
     next_request: AtomicU64,
 }
 
-/// What `App::new` needs per component.
+/// A compiled component with its runtime settings, as `App::new` takes it.
 pub struct PreparedComponent {
     pub runtime: Arc<ComponentRuntime>,
     pub pre: ProxyPre<HostState>,
@@ -201,7 +201,7 @@ impl App {
         }
     }
 
-    /// A service-chaining request from a component to `component`.
+    /// Dispatches a service-chaining request from a component to `component`.
     pub async fn dispatch_chained(self: &Arc<Self>, component: &str, req: http::Request<Body>) -> Result<http::Response<Body>, ErrorCode> {
         if !self.handlers.contains_key(component) {
             return Err(ErrorCode::DestinationNotFound);
@@ -315,7 +315,7 @@ impl App {
             Ok(Ok((instance, response))) => Ok((response, Some(instance))),
             Ok(Err(error)) => Err(Failure::Internal(anyhow!("component failed: {error:#}"))),
             Err(_) => Err(Failure::Internal(anyhow!(
-                "the instance ended before answering (trap, memory limit or request timeout)"
+                "the instance ended before it returned a response (trap, memory limit or request timeout)"
             ))),
         }
     }

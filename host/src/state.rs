@@ -28,8 +28,8 @@ pub struct ComponentRuntime {
     pub memory_limit: usize,
 }
 
-/// Why a store label cannot be opened. Every label a component lists has a
-/// backend (checked at start-up), so the only case left is a label it did not list.
+/// Failure to open a store label. Every label a component lists has a backend
+/// (checked at start-up), so the only case left is a label it did not list.
 #[derive(Debug)]
 pub enum OpenError {
     AccessDenied,
@@ -68,7 +68,7 @@ impl HostState {
         }
     }
 
-    /// A store the component declared; any other label is access denied, as in Spin.
+    /// Opens a store the component declared. Any other label is access denied, as in Spin.
     pub fn open_kv(&self, label: &str) -> Result<kv::Store, OpenError> {
         match self.component.kv_stores.get(label) {
             Some(store) => Ok(store.clone()),

@@ -135,7 +135,7 @@ api_key = { required = true, secret = true }
     }
 
     #[test]
-    fn a_required_variable_without_value_names_its_environment_variable() {
+    fn missing_required_variable_names_env_var() {
         let error = AppVariables::resolve(&manifest(), |_| None).unwrap_err();
 
         assert!(error.to_string().contains("SPIN_VARIABLE_API_KEY"), "{error}");
