@@ -131,6 +131,26 @@ async fn key_value_round_trips_both_backends() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn get_keys_lists_each_store() {
+    let host = Host::start(fixture(1));
+    let prefix = unique("keys");
+
+    for label in ["default", "cache"] {
+        for suffix in ["b", "a"] {
+            let path = format!("/work/kv/{label}/{prefix}-{label}-{suffix}");
+            assert_eq!(host.request("PUT", &path, &[], "v").await.status, 204);
+        }
+    }
+    let sqlite = host.get("/work/kv-keys/default").await.json();
+    let redis = host.get("/work/kv-keys/cache").await.json();
+
+    assert_eq!(sqlite, json!([format!("{prefix}-default-a"), format!("{prefix}-default-b")]), "a fresh SQLite store");
+    let redis: Vec<String> = serde_json::from_value(redis).unwrap();
+    assert!(redis.contains(&format!("{prefix}-cache-a")) && redis.contains(&format!("{prefix}-cache-b")), "{redis:?}");
+    assert!(!redis.iter().any(|k| k.contains("-default-")), "stores stay apart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unreachable_redis_fails_fast() {
     let dir = scratch_dir("redis-down");
     let config = dir.join("runtime-config.toml");
@@ -287,6 +307,24 @@ async fn mysql_converts_values_like_spin() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn mysql_streams_many_rows() {
+    let mut admin = admin_connection().await;
+    admin.query_drop("CREATE DATABASE IF NOT EXISTS host_fixture").await.unwrap();
+    let host = Host::start(fixture(1));
+
+    let results = mysql(&host, &format!("{MYSQL_ADMIN}/host_fixture"), json!([
+        {"kind": "query", "sql": "SELECT seq, REPEAT('x', 100) AS filler FROM seq_1_to_5000", "params": []},
+        {"kind": "query", "sql": "SELECT CAST(? AS SIGNED) + 1 AS next", "params": [41]},
+    ])).await["results"].clone();
+
+    let rows = results[0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5000);
+    assert_eq!(rows[0][0], json!({"uint64": 1}));
+    assert_eq!(rows[4999][0], json!({"uint64": 5000}));
+    assert_eq!(results[1]["rows"], json!([[{"int64": 42}]]), "the connection is usable after a long result");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn mysql_address_outside_allow_list_rejected() {
     let host = Host::start(fixture(1));
 
@@ -346,6 +384,24 @@ async fn service_chaining_reaches_private_component() {
         assert!(chained["error"].as_str().unwrap().contains("HttpRequestDenied"), "not in the allow-list: {chained}");
         let logs = host.request_logs().await;
         assert!(logs.iter().any(|l| l["component"] == "hidden" && l["chained"] == true), "{logs:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn self_requests_reach_the_app() {
+    with_and_without_reuse(fixture(1), |host, _| async move {
+        let alt = host.request("POST", "/work/outbound", &[], "http://self.alt/echo/alt").await.json();
+        let relative = host.request("POST", "/work/outbound", &[], "/echo/relative").await.json();
+
+        assert_eq!(alt["status"], 200, "{alt}");
+        let echo: Value = serde_json::from_str(alt["body"].as_str().unwrap()).unwrap();
+        assert_eq!(echo["component"], "echo");
+        assert_eq!(echo["path"], "/echo/alt");
+        assert!(last_header(&echo, "spin-client-addr").unwrap().starts_with("127.0.0.1:"), "a real loopback connection");
+        // wasmtime 44 cannot build a URI without an authority, so a relative
+        // URL fails inside wasi:http before any host hook runs, under Spin too.
+        assert!(relative["error"].as_str().unwrap().contains("HttpRequestUriInvalid"), "{relative}");
     })
     .await;
 }

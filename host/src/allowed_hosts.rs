@@ -55,6 +55,13 @@ impl AllowedHosts {
         };
         self.entries.iter().any(|entry| entry.allows(&target))
     }
+
+    /// Checks whether requests back to this application (`self`) are allowed.
+    pub fn allows_self(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| matches!(entry.host, HostPattern::Any | HostPattern::ToSelf))
+    }
 }
 
 struct Target {

@@ -35,7 +35,7 @@ use crate::output::ComponentOutput;
 use crate::runtime_config::{KvStoreConfig, RuntimeConfig};
 use crate::server::{App, PreparedComponent, Range, ReuseConfig};
 use crate::state::{ComponentRuntime, HostState};
-use crate::variables::{AppVariables, ComponentVariables};
+use crate::variables::{AppVariables, ComponentVariables, EnvLookup};
 
 /// How often the epoch advances; a guest that never awaits yields this often.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -114,7 +114,10 @@ async fn up(args: UpArgs) -> Result<()> {
         Some(path) => RuntimeConfig::load(path)?,
         None => RuntimeConfig::default(),
     };
-    let app_variables = AppVariables::resolve(&manifest, |name| std::env::var(name).ok())?;
+    let mut env_providers = vec![runtime_config::EnvProvider::default()];
+    env_providers.extend(runtime_config.env_providers.iter().cloned());
+    let lookup = EnvLookup::new(env_providers)?;
+    let app_variables = AppVariables::resolve(&manifest, &lookup, |name| std::env::var(name).ok())?;
     let state_dir = args.state_dir.clone().unwrap_or_else(|| manifest.base_dir.join(".spin"));
     let log_dir = args.log_dir.clone().unwrap_or_else(|| state_dir.join("logs"));
 

@@ -56,15 +56,28 @@ async fn send(
         .map(|a| a.host().to_string())
         .unwrap_or_default();
 
-    let permitted = if host.is_empty() {
-        // NOTE: requests to this application by relative URL are refused; Spin
-        // would send them to its own listener when `self` is allowed.
-        false
+    // `self.alt` (or an empty host) means this application, reached through
+    // its own listener as Spin does. A relative URL never gets here: wasmtime
+    // 44 rejects a URI without an authority with `HttpRequestUriInvalid`.
+    let is_self = host.is_empty() || host == "self.alt";
+    let permitted = if is_self {
+        allowed.allows_self()
     } else {
         allowed.allows_url(&request.uri().to_string(), "https")
     };
     if !permitted {
         return Err(ErrorCode::HttpRequestDenied);
+    }
+
+    if is_self {
+        let app: Arc<App> = app.upgrade().ok_or(ErrorCode::ConnectionRefused)?;
+        let origin = app.listen_addr().ok_or(ErrorCode::ConnectionRefused)?;
+        let path_and_query = request.uri().path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        *request.uri_mut() = format!("http://{origin}{path_and_query}")
+            .parse()
+            .map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
+        let host_value = http::HeaderValue::from_str(&origin.to_string()).map_err(|_| ErrorCode::HttpRequestUriInvalid)?;
+        request.headers_mut().insert(HOST, host_value);
     }
 
     if let Some(component) = chaining_target_of_host(&host) {

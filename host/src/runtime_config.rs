@@ -10,6 +10,26 @@ use serde::Deserialize;
 #[derive(Debug, Default)]
 pub struct RuntimeConfig {
     pub key_value_stores: BTreeMap<String, KvStoreConfig>,
+    /// Extra `type = "env"` providers, consulted after the default one.
+    pub env_providers: Vec<EnvProvider>,
+}
+
+/// Spin's environment variables provider: `<PREFIX>_<NAME>` from the process
+/// environment, then from a dotenv file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvProvider {
+    pub prefix: String,
+    pub dotenv_path: Option<PathBuf>,
+}
+
+impl Default for EnvProvider {
+    /// `SPIN_VARIABLE_<NAME>`, then `.env` in the working directory, as in Spin.
+    fn default() -> Self {
+        Self {
+            prefix: "SPIN_VARIABLE".to_string(),
+            dotenv_path: Some(PathBuf::from(".env")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +44,19 @@ pub enum KvStoreConfig {
 struct RawConfig {
     #[serde(default)]
     key_value_store: BTreeMap<String, RawKvStore>,
+    #[serde(default)]
+    variables_provider: Vec<RawVariablesProvider>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariablesProvider {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    dotenv_path: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -49,8 +82,8 @@ impl RuntimeConfig {
     pub fn parse(text: &str, base: &Path) -> Result<Self> {
         let table: toml::Table = toml::from_str(text)?;
         for key in table.keys() {
-            if key != "key_value_store" {
-                bail!("section `{key}` is not supported by this host (supported: key_value_store)");
+            if key != "key_value_store" && key != "variables_provider" {
+                bail!("section `{key}` is not supported by this host (supported: key_value_store, variables_provider)");
             }
         }
         let raw: RawConfig = toml::from_str(text)?;
@@ -67,7 +100,24 @@ impl RuntimeConfig {
                 (label, config)
             })
             .collect();
-        Ok(Self { key_value_stores })
+        let env_providers = raw
+            .variables_provider
+            .into_iter()
+            .map(|provider| match provider.kind.as_str() {
+                "env" => Ok(EnvProvider {
+                    prefix: provider.prefix.unwrap_or_else(|| "SPIN_VARIABLE".to_string()),
+                    dotenv_path: provider.dotenv_path.map(|p| base.join(p)),
+                }),
+                other => bail!(
+                    "variables provider `{other}` is not supported by this host (supported: env); \
+                     set SPIN_VARIABLE_<NAME> instead"
+                ),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            key_value_stores,
+            env_providers,
+        })
     }
 
     /// Returns the store for `label`. As in Spin, `default` falls back to SQLite.
@@ -114,8 +164,24 @@ path = "data/kv.db"
 
     #[test]
     fn unsupported_sections_are_named() {
-        let error = RuntimeConfig::parse("[[variables_provider]]\ntype = \"vault\"\n", Path::new(".")).unwrap_err();
+        let error = RuntimeConfig::parse("[[config_provider]]\ntype = \"vault\"\n", Path::new(".")).unwrap_err();
 
-        assert!(error.to_string().contains("variables_provider"), "{error}");
+        assert!(error.to_string().contains("config_provider"), "{error}");
+    }
+
+    #[test]
+    fn env_providers_parse_and_vault_is_rejected() {
+        let config = RuntimeConfig::parse(
+            "[[variables_provider]]\ntype = \"env\"\nprefix = \"APP\"\ndotenv_path = \"local.env\"\n",
+            Path::new("/app"),
+        )
+        .unwrap();
+        let vault = RuntimeConfig::parse("[[variables_provider]]\ntype = \"vault\"\nurl = \"x\"\n", Path::new("."));
+
+        assert_eq!(
+            config.env_providers,
+            [EnvProvider { prefix: "APP".into(), dotenv_path: Some("/app/local.env".into()) }]
+        );
+        assert!(vault.is_err());
     }
 }

@@ -118,6 +118,7 @@ pub struct App {
     handlers: BTreeMap<String, ProxyHandler<Handler>>,
     faults: Arc<Faults>,
     next_request: AtomicU64,
+    listen: std::sync::OnceLock<SocketAddr>,
 }
 
 /// A compiled component with its runtime settings, as `App::new` takes it.
@@ -156,12 +157,21 @@ impl App {
                 handlers,
                 faults,
                 next_request: AtomicU64::new(1),
+                listen: std::sync::OnceLock::new(),
             }
         })
     }
 
+    /// The address the app serves on, for requests a component sends to itself.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.get().copied()
+    }
+
     /// Accepts connections until the process ends.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> Result<()> {
+        if let Ok(address) = listener.local_addr() {
+            let _ = self.listen.set(address);
+        }
         loop {
             let (stream, client_addr) = match listener.accept().await {
                 Ok(accepted) => accepted,
