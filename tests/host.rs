@@ -171,6 +171,51 @@ async fn unreachable_redis_fails_fast() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_https_with_the_given_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = scratch_dir("tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
+    let host = Host::start(
+        fixture(1)
+            .arg("--tls-cert")
+            .arg(dir.join("cert.pem").display().to_string())
+            .arg("--tls-key")
+            .arg(dir.join("key.pem").display().to_string()),
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+
+    let tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(server_name, tcp).await.expect("the TLS handshake succeeds");
+    let request = format!("GET /echo/tls HTTP/1.1\r\nhost: localhost:{}\r\nconnection: close\r\n\r\n", host.addr.port());
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap_or_default();
+    let plain = plain_http_get(host.addr).await;
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(&format!(r#""spin-full-url","https://localhost:{}/echo/tls""#, host.addr.port())), "{response}");
+    assert!(!plain.starts_with("HTTP/1.1 200"), "plain HTTP is not served on the TLS port: {plain:?}");
+}
+
+/// Sends a plain-text HTTP request and returns whatever comes back.
+async fn plain_http_get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /echo/plain HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut bytes)).await;
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_host_cleanly() {
     let mut host = Host::start(fixture(1));
     assert_eq!(host.get("/echo/x").await.status, 200);

@@ -13,6 +13,7 @@ mod routes;
 mod runtime_config;
 mod server;
 mod state;
+mod tls;
 mod variables;
 
 use std::collections::BTreeMap;
@@ -88,6 +89,14 @@ struct UpArgs {
     /// Linear memory one instance may use, in MiB.
     #[arg(long, default_value_t = 256)]
     max_instance_memory_mib: usize,
+
+    /// TLS certificate chain (PEM); with --tls-key, the app is served over HTTPS.
+    #[arg(long, env = "SPIN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, env = "SPIN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     /// Test-only: serve the fault switch on this loopback address.
     #[arg(long)]
@@ -165,29 +174,36 @@ async fn up(args: UpArgs) -> Result<()> {
     };
     let app = App::new(manifest.name.clone(), &engine, router, prepared, reuse, faults);
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
     spawn_epoch_ticker(engine.clone());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
 
-    eprintln!("Serving http://{address}");
+    eprintln!("Serving {scheme}://{address}");
     eprintln!("Available Routes:");
     for trigger in &manifest.triggers {
         if let Some(route) = &trigger.route {
-            eprintln!("  {}: http://{address}{}", trigger.component, route.replace("/...", "/ (wildcard)").replace("(wildcard)/", "(wildcard)"));
+            eprintln!("  {}: {scheme}://{address}{}", trigger.component, route.replace("/...", "/ (wildcard)").replace("(wildcard)/", "(wildcard)"));
         }
     }
     server::log_event(serde_json::json!({
         "level": "info",
         "event": "ready",
         "listen": address.to_string(),
+        "scheme": scheme,
         "components": manifest.components.len(),
         "startup_ms": started.elapsed().as_millis() as u64,
     }));
 
     tokio::select! {
-        result = app.serve(listener) => result,
+        result = app.serve(listener, tls) => result,
         signal = shutdown_signal() => {
             server::log_event(serde_json::json!({"level": "info", "event": "stopping", "signal": signal}));
             Ok(())

@@ -167,11 +167,12 @@ impl App {
         self.listen.get().copied()
     }
 
-    /// Accepts connections until the process ends.
-    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) -> Result<()> {
+    /// Accepts connections until the process ends; with `tls`, over HTTPS.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Result<()> {
         if let Ok(address) = listener.local_addr() {
             let _ = self.listen.set(address);
         }
+        let scheme = if tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
         loop {
             let (stream, client_addr) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -181,22 +182,42 @@ impl App {
                 }
             };
             let app = self.clone();
+            let tls = tls.clone();
+            let scheme = scheme.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let app = app.clone();
-                    async move {
-                        let req = req.map(|body| body.map_err(ErrorCode::from_hyper_request_error).boxed_unsync());
-                        Ok::<_, std::convert::Infallible>(app.handle_public(req, client_addr).await)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                match tls {
+                    None => app.serve_connection(stream, client_addr, scheme).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => app.serve_connection(stream, client_addr, scheme).await,
+                        Err(error) => log_event(serde_json::json!({
+                            "level": "warn",
+                            "event": "tls_handshake_failed",
+                            "error": error.to_string(),
+                        })),
+                    },
+                }
             });
         }
     }
 
-    async fn handle_public(self: &Arc<Self>, req: http::Request<Body>, client_addr: SocketAddr) -> http::Response<Body> {
+    async fn serve_connection<S>(self: Arc<Self>, stream: S, client_addr: SocketAddr, scheme: Scheme)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let app = self.clone();
+            let scheme = scheme.clone();
+            async move {
+                let req = req.map(|body| body.map_err(ErrorCode::from_hyper_request_error).boxed_unsync());
+                Ok::<_, std::convert::Infallible>(app.handle_public(req, client_addr, scheme).await)
+            }
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    }
+
+    async fn handle_public(self: &Arc<Self>, req: http::Request<Body>, client_addr: SocketAddr, scheme: Scheme) -> http::Response<Body> {
         let path = req.uri().path().to_string();
         if let Some(well_known) = path.strip_prefix("/.well-known/spin/") {
             return match well_known {
@@ -206,7 +227,7 @@ impl App {
             };
         }
         match self.router.route(&path) {
-            Some(route) => self.dispatch(route, req, client_addr, Scheme::HTTP, false).await,
+            Some(route) => self.dispatch(route, req, client_addr, scheme, false).await,
             None => empty(404),
         }
     }
