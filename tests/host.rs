@@ -614,8 +614,16 @@ async fn app_health_routes_answer() {
     assert_eq!(host.get("/.well-known/spin/health").await.status, 200);
     for component in ["profiles", "feed", "payments", "notifications"] {
         let reply = host.get(&format!("/health/{component}")).await;
+        let wrong_method = host.request("POST", &format!("/health/{component}"), &[], "").await;
+
         assert_eq!((reply.status, reply.text().as_str()), (200, "up"), "{component}");
+        assert_eq!(wrong_method.status, 405, "{component}");
+        assert_eq!(wrong_method.header("allow"), Some("GET"), "{component}");
+        assert_eq!(wrong_method.json(), json!({"errors": {"body": ["method not allowed"]}}), "{component}");
     }
+    let unrouted = host.get("/api/articles/some-slug").await;
+    assert_eq!(unrouted.status, 404, "feed does not serve articles yet");
+    assert_eq!(unrouted.json(), json!({"errors": {"body": ["not found"]}}));
 }
 
 fn start_error(manifest: &str, env: &[(&str, &str)]) -> String {
