@@ -610,15 +610,22 @@ async fn app_health_routes_answer() {
     );
 
     assert_eq!(host.get("/nowhere").await.status, 404);
+    let unmatched = host.request_logs().await;
+    assert!(
+        unmatched.iter().any(|l| l["status"] == 404 && l["component"].is_null() && l["route"].is_null()),
+        "requests no route matches are logged too: {unmatched:?}"
+    );
     assert_eq!(host.get("/internal/profiles/anything").await.status, 404, "internal paths have no public route");
     assert_eq!(host.get("/.well-known/spin/health").await.status, 200);
     for component in ["profiles", "feed", "payments", "notifications"] {
         let reply = host.get(&format!("/health/{component}")).await;
+        let head = host.request("HEAD", &format!("/health/{component}"), &[], "").await;
         let wrong_method = host.request("POST", &format!("/health/{component}"), &[], "").await;
 
         assert_eq!((reply.status, reply.text().as_str()), (200, "up"), "{component}");
+        assert_eq!((head.status, head.body.len()), (200, 0), "{component}: HEAD has no body");
         assert_eq!(wrong_method.status, 405, "{component}");
-        assert_eq!(wrong_method.header("allow"), Some("GET"), "{component}");
+        assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"), "{component}");
         assert_eq!(wrong_method.json(), json!({"errors": {"body": ["method not allowed"]}}), "{component}");
     }
     let unrouted = host.get("/api/articles/some-slug").await;

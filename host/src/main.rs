@@ -42,7 +42,7 @@ use crate::variables::{AppVariables, ComponentVariables, EnvLookup};
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 #[derive(Parser, Debug)]
-#[command(name = "conduit-host", about = "Run a Spin 4 application locally, as `spin up` does")]
+#[command(name = "conduit-host", version, about = "Run a Spin 4 application locally, as `spin up` does")]
 enum Cli {
     /// Serve the application.
     Up(UpArgs),
@@ -78,11 +78,11 @@ struct UpArgs {
     #[arg(long, value_parser = parse_usize_range, default_value = "16")]
     max_instance_concurrent_reuse_count: Range<usize>,
 
-    /// Time an idle instance is kept for reuse, e.g. `1s` or `500ms`.
+    /// Time an idle instance is kept for reuse, e.g. `1s` or `500ms` (a bare number is seconds).
     #[arg(long, value_parser = parse_duration_range, default_value = "1s")]
     idle_instance_timeout: Range<Duration>,
 
-    /// Deadline for one request; none by default, as in Spin.
+    /// Deadline for one request, e.g. `30s` or `500ms` (a bare number is seconds); none by default, as in Spin.
     #[arg(long, value_parser = parse_duration_range)]
     request_timeout: Option<Range<Duration>>,
 
@@ -138,8 +138,14 @@ async fn up(args: UpArgs) -> Result<()> {
     for component in manifest.components.values() {
         let runtime = component_runtime(component, &app_variables, &stores, &log_dir, &args)
             .with_context(|| format!("component `{}`", component.id))?;
-        let compiled = wasm(Component::from_file(&engine, &component.source))
-            .with_context(|| format!("cannot compile component `{}` from {}", component.id, component.source.display()))?;
+        let compiled = wasm(Component::from_file(&engine, &component.source)).with_context(|| {
+            format!(
+                "cannot compile component `{}` from {} (if the cause is a memory limit, raise --max-instance-memory-mib, now {})",
+                component.id,
+                component.source.display(),
+                args.max_instance_memory_mib
+            )
+        })?;
         let instance_pre = wasm(linker.instantiate_pre(&compiled))
             .with_context(|| format!("component `{}` needs an import this host does not provide", component.id))?;
         let service = wasm(ServicePre::new(instance_pre)).with_context(|| {
@@ -181,9 +187,12 @@ async fn up(args: UpArgs) -> Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
 
     spawn_epoch_ticker(engine.clone());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {}: stop whatever uses that address or pass --listen with another one",
+            args.listen
+        )
+    })?;
     let address = listener.local_addr()?;
 
     eprintln!("Serving {scheme}://{address}");
@@ -280,7 +289,9 @@ fn open_stores(
             }
             let store = match config.store_for(label) {
                 None => bail!(
-                    "component `{}` uses key-value store `{label}`, which the runtime config does not define",
+                    "component `{}` uses key-value store `{label}`, which the runtime config does not define; \
+                     pass --runtime-config-file with a [key_value_store.{label}] table \
+                     (this repository's is infra/runtime-config/local.toml)",
                     component.id
                 ),
                 Some(KvStoreConfig::Redis { url }) => kv::Store::redis(&url)
@@ -343,24 +354,36 @@ fn spawn_epoch_ticker(engine: Engine) {
         .expect("the epoch ticker thread starts");
 }
 
-fn parse_range<T: std::str::FromStr>(s: &str) -> Result<Range<T>, String>
-where
-    T::Err: std::fmt::Display,
-{
-    let error = |e: T::Err| format!("expected a value or a range a..b, got {s:?}: {e}");
+/// Parses a value or a range `low..high`, with `low < high`.
+fn parse_range<T: PartialOrd>(s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Range<T>, String> {
     match s.split_once("..") {
-        Some((low, high)) => Ok(Range::Bounds(low.parse().map_err(error)?, high.parse().map_err(error)?)),
-        None => Ok(Range::Value(s.parse().map_err(error)?)),
+        Some((low, high)) => {
+            let (low, high) = (parse(low)?, parse(high)?);
+            if low >= high {
+                return Err(format!("invalid range {s:?}: the first value must be below the second"));
+            }
+            Ok(Range::Bounds(low, high))
+        }
+        None => Ok(Range::Value(parse(s)?)),
     }
 }
 
+/// A count of at least 1, or a range of them.
 fn parse_usize_range(s: &str) -> Result<Range<usize>, String> {
-    parse_range(s)
+    parse_range(s, |n| match n.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("invalid count {n:?}: {e}")),
+    })
 }
 
 /// `5` and `5s` are seconds; `ms`, `us` and `ns` suffixes are accepted, as in Spin.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let number = |n: &str| n.parse::<u64>().map_err(|e| format!("invalid duration {s:?}: {e}"));
+    let number = |n: &str| {
+        n.parse::<u64>().map_err(|_| {
+            format!("invalid duration {s:?}: write a whole number of seconds (`30` or `30s`) or use `ms`, `us` or `ns`")
+        })
+    };
     if let Some(n) = s.strip_suffix("ms") {
         Ok(Duration::from_millis(number(n)?))
     } else if let Some(n) = s.strip_suffix("us").or_else(|| s.strip_suffix("μs")) {
@@ -373,10 +396,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_duration_range(s: &str) -> Result<Range<Duration>, String> {
-    match s.split_once("..") {
-        Some((low, high)) => Ok(Range::Bounds(parse_duration(low)?, parse_duration(high)?)),
-        None => Ok(Range::Value(parse_duration(s)?)),
-    }
+    parse_range(s, parse_duration)
 }
 
 #[cfg(test)]
@@ -388,6 +408,15 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("2m").is_err());
+        assert!(parse_duration("2m").unwrap_err().contains("`ms`"));
+    }
+
+    #[test]
+    fn ranges_must_be_ordered_and_counts_positive() {
+        assert!(matches!(parse_usize_range("4"), Ok(Range::Value(4))));
+        assert!(matches!(parse_usize_range("1..8"), Ok(Range::Bounds(1, 8))));
+        assert!(parse_usize_range("0").is_err());
+        assert!(parse_usize_range("8..1").is_err());
+        assert!(parse_duration_range("5s..1s").is_err());
     }
 }

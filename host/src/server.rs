@@ -49,8 +49,8 @@ impl<T: rand::distr::uniform::SampleUniform + PartialOrd + Copy> Range<T> {
     fn sample(self) -> T {
         match self {
             Self::Value(v) => v,
-            Self::Bounds(low, high) if low < high => rand::random_range(low..high),
-            Self::Bounds(low, _) => low,
+            // The command-line parser only builds ranges with `low < high`.
+            Self::Bounds(low, high) => rand::random_range(low..high),
         }
     }
 }
@@ -94,11 +94,11 @@ impl HandlerState for Handler {
     }
 
     fn max_instance_reuse_count(&self) -> usize {
-        self.reuse.max_reuse.sample().max(1)
+        self.reuse.max_reuse.sample()
     }
 
     fn max_instance_concurrent_reuse_count(&self) -> usize {
-        self.reuse.max_concurrent.sample().max(1)
+        self.reuse.max_concurrent.sample()
     }
 
     fn handle_worker_error(&self, error: wasmtime::Error) {
@@ -222,13 +222,31 @@ impl App {
         if let Some(well_known) = path.strip_prefix("/.well-known/spin/") {
             return match well_known {
                 "health" => plain(200, "OK"),
-                "info" => plain(200, &serde_json::json!({"name": self.name}).to_string()),
+                "info" => {
+                    let mut response = plain(200, &serde_json::json!({"name": self.name}).to_string());
+                    response
+                        .headers_mut()
+                        .insert("content-type", HeaderValue::from_static("application/json"));
+                    response
+                }
                 _ => empty(404),
             };
         }
         match self.router.route(&path) {
             Some(route) => self.dispatch(route, req, client_addr, scheme, false).await,
-            None => empty(404),
+            None => {
+                log_event(serde_json::json!({
+                    "level": "info",
+                    "event": "request",
+                    "component": null,
+                    "route": null,
+                    "method": req.method().as_str(),
+                    "status": 404,
+                    "request_id": self.next_request.fetch_add(1, Ordering::Relaxed),
+                    "chained": false,
+                }));
+                empty(404)
+            }
         }
     }
 

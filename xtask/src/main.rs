@@ -10,12 +10,18 @@ use std::time::{Duration, Instant};
 
 const COMPONENTS: [&str; 4] = ["profiles", "feed", "payments", "notifications"];
 const WASM_TARGET: &str = "wasm32-wasip2";
+/// The crates built for this machine: the host, the shared crate's native tests, and the tests.
+const NATIVE_PACKAGES: [&str; 3] = ["conduit-host", "shared", "conduit-tests"];
 
 type Result<T> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
         Some("build") => build(),
         Some("up") => up(&args[1..]),
         Some("test") => test(&args[1..]),
@@ -34,7 +40,8 @@ fn main() -> ExitCode {
 const USAGE: &str = "usage: cargo xtask <command>
   build            build the four components and the local host
   up [-- ARGS]     build, start MariaDB if needed, serve the app on 127.0.0.1:3000
-                   (ARGS go to `conduit-host up`, e.g. --request-timeout 30s)
+                   (ARGS go to `conduit-host up`, e.g. --request-timeout 30s or
+                   --listen 127.0.0.1:3001; see `target/release/conduit-host up --help`)
   test [-- ARGS]   build, start MariaDB and Redis if needed, run every test
   bench            build, then print the host's start-up time and request latency";
 
@@ -55,8 +62,24 @@ fn run(command: &mut Command) -> Result<()> {
     }
 }
 
+/// A cargo command without the variables `cargo run` set for xtask itself.
+/// Build scripts watch some of them, so leaving them in would make builds
+/// started here and builds started by hand invalidate each other.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_xtask = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if set_for_xtask {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
 }
 
 fn build() -> Result<()> {
@@ -67,37 +90,51 @@ fn build() -> Result<()> {
         wasm.args(["-p", component]);
     }
     run(&mut wasm)?;
-    run(cargo().args(["build", "--release", "-p", "conduit-host"]))
+    // The same packages as `test`, so both resolve dependency features alike
+    // and neither rebuilds what the other built.
+    run(cargo().args(["build", "--release"]).args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p])))
 }
 
 fn up(args: &[String]) -> Result<()> {
     build()?;
     ensure_mariadb()?;
-    let host = root().join("target/release/conduit-host");
-    let mut command = Command::new(host);
-    command.args([
-        "up",
-        "--from",
-        "spin.toml",
-        "--runtime-config-file",
-        "infra/runtime-config/local.toml",
-        "--listen",
-        "127.0.0.1:3000",
-    ]);
-    command.args(args.iter().skip_while(|a| *a == "--"));
-    run(&mut command)
+    let user_args: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
+    let given = |flags: &[&str]| {
+        user_args
+            .iter()
+            .any(|a| flags.iter().any(|f| a.as_str() == *f || a.starts_with(&format!("{f}="))))
+    };
+
+    let mut command = Command::new(root().join("target/release/conduit-host"));
+    command.current_dir(root()).arg("up");
+    if !given(&["--from", "-f"]) {
+        command.args(["--from", "spin.toml"]);
+    }
+    if !given(&["--runtime-config-file"]) {
+        command.args(["--runtime-config-file", "infra/runtime-config/local.toml"]);
+    }
+    if !given(&["--listen"]) && std::env::var_os("SPIN_HTTP_LISTEN_ADDR").is_none() {
+        command.args(["--listen", "127.0.0.1:3000"]);
+    }
+    command.args(user_args);
+
+    // Become the host, so Ctrl-C and SIGTERM reach it directly and stopping
+    // this command never leaves a server behind.
+    use std::os::unix::process::CommandExt;
+    let error = command.exec();
+    Err(format!("cannot start target/release/conduit-host: {error}"))
 }
 
 fn test(args: &[String]) -> Result<()> {
     build()?;
+    // Each host a test starts keeps its state here; start every run empty.
+    let _ = std::fs::remove_dir_all(root().join("target/test-state"));
     run(cargo().args(["build", "--release", "--target", WASM_TARGET, "-p", "fixture"]))?;
     ensure_mariadb()?;
     ensure_redis()?;
     let mut command = cargo();
-    command.args(["test", "--release", "--workspace", "--exclude", "xtask"]);
-    for excluded in COMPONENTS.iter().chain(&["fixture"]) {
-        command.args(["--exclude", excluded]);
-    }
+    command.args(["test", "--release"]);
+    command.args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p]));
     command.args(args.iter().skip_while(|a| *a == "--"));
     run(&mut command)
 }

@@ -14,8 +14,8 @@ const HEALTH_PATH: &str = "/health/notifications";
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
     match (request.method(), request.uri().path()) {
-        (&Method::GET, HEALTH_PATH) => http::health_up(),
-        (_, HEALTH_PATH) => http::method_not_allowed("GET"),
+        (&Method::GET | &Method::HEAD, HEALTH_PATH) => http::health_up(),
+        (_, HEALTH_PATH) => http::method_not_allowed("GET, HEAD"),
         _ => http::not_found(),
     }
 }
