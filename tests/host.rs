@@ -515,6 +515,47 @@ async fn concurrent_requests_stay_isolated() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn idle_instances_are_dropped_after_timeout() {
+    let host = Host::start(fixture(1).arg("--idle-instance-timeout").arg("300ms"));
+
+    let first = host.get("/echo/a").await.json();
+    let soon = host.get("/echo/b").await.json();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let later = host.get("/echo/c").await.json();
+
+    assert_eq!(first["instance"], soon["instance"], "reused within the idle timeout");
+    assert_ne!(first["instance"], later["instance"], "a new instance after the idle timeout");
+    assert_eq!(later["served"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_serve_at_most_the_reuse_count() {
+    let host = Host::start(fixture(1).arg("--max-instance-reuse-count").arg("3"));
+
+    let mut instances = Vec::new();
+    for _ in 0..7 {
+        let echo = host.get("/echo/x").await.json();
+        instances.push((echo["instance"].as_u64().unwrap(), echo["served"].as_u64().unwrap()));
+    }
+
+    let served: Vec<u64> = instances.iter().map(|(_, served)| *served).collect();
+    assert_eq!(served, [1, 2, 3, 1, 2, 3, 1]);
+    assert_eq!(instances[0].0, instances[2].0);
+    assert_ne!(instances[2].0, instances[3].0);
+    assert_ne!(instances[5].0, instances[6].0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reuse_count_caps_overlap() {
+    let host = Host::start(fixture(1).arg("--max-instance-concurrent-reuse-count").arg("1"));
+    host.get("/work/sleep?ms=1").await;
+
+    let (a, b) = tokio::join!(host.get("/work/sleep?ms=400"), host.get("/work/sleep?ms=400"));
+
+    assert_ne!(a.json()["instance"], b.json()["instance"], "one request at a time per instance");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn request_log_names_instance() {
     let host = Host::start(fixture(1));
 
