@@ -723,6 +723,35 @@ async fn start_up_errors_name_the_cause() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn fault_switch_only_binds_loopback() {
+    let options = fixture(1).arg("--test-fault-listen").arg("0.0.0.0:0");
+
+    let output = match Host::try_start(options) {
+        Ok(_) => panic!("the fault switch listened on a non-loopback address"),
+        Err(output) => output,
+    };
+
+    assert!(output.contains("must be a loopback address"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_utf8_header_gets_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = Host::start(fixture(1));
+
+    let mut tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    tcp.write_all(b"GET /echo/x HTTP/1.1\r\nhost: localhost\r\nx-binary: \xff\xfe\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    tcp.read_to_end(&mut bytes).await.unwrap();
+    let response = String::from_utf8_lossy(&bytes);
+
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("x-binary"), "the message names the header: {response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn valid_start_up_manifest_starts() {
     let dir = scratch_dir("startup-good");
     let path = dir.join("spin.toml");
