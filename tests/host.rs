@@ -21,7 +21,7 @@ fn fixture(loopback_port: u16) -> HostOptions {
     options
 }
 
-/// The last value of `name` in an echoed header list, as a component reading it would take it.
+/// Returns the last value of `name` in an echoed header list, the one a component takes.
 fn last_header(echo: &Value, name: &str) -> Option<String> {
     echo["headers"]
         .as_array()
@@ -146,7 +146,8 @@ async fn get_keys_lists_each_store() {
 
     assert_eq!(sqlite, json!([format!("{prefix}-default-a"), format!("{prefix}-default-b")]), "a fresh SQLite store");
     let redis: Vec<String> = serde_json::from_value(redis).unwrap();
-    assert!(redis.contains(&format!("{prefix}-cache-a")) && redis.contains(&format!("{prefix}-cache-b")), "{redis:?}");
+    assert!(redis.contains(&format!("{prefix}-cache-a")), "{redis:?}");
+    assert!(redis.contains(&format!("{prefix}-cache-b")), "{redis:?}");
     assert!(!redis.iter().any(|k| k.contains("-default-")), "stores stay apart");
 }
 
@@ -377,7 +378,8 @@ async fn mysql_address_outside_allow_list_rejected() {
         let reply = mysql(&host, address, json!([])).await;
 
         let error = reply["open_error"].as_str().unwrap_or_default();
-        assert!(error.contains("ConnectionFailed") && error.contains("is not permitted"), "{address}: {reply}");
+        assert!(error.contains("ConnectionFailed"), "{address}: {reply}");
+        assert!(error.contains("is not permitted"), "{address}: {reply}");
     }
 }
 
@@ -636,8 +638,10 @@ async fn variables_resolve_and_report_errors() {
 
     assert_eq!((greeting.status, greeting.text().as_str()), (200, "hello from 127.0.0.1"));
     assert_eq!(token.text(), API_TOKEN);
-    assert!(undefined.status == 500 && undefined.text().contains("Undefined"), "{}", undefined.text());
-    assert!(invalid.status == 500 && invalid.text().contains("InvalidName"), "{}", invalid.text());
+    assert_eq!(undefined.status, 500);
+    assert!(undefined.text().contains("Undefined"), "{}", undefined.text());
+    assert_eq!(invalid.status, 500);
+    assert!(invalid.text().contains("InvalidName"), "{}", invalid.text());
     let everything_logged = [host.log_lines(), host.stderr_lines()].concat().join("\n");
     assert!(!everything_logged.contains(API_TOKEN), "a secret value reached the host's output");
 }

@@ -26,7 +26,7 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:clocks/*@0.2.*",
 ];
 
-/// The component-level imports and exports of a component binary.
+/// Lists the component-level imports and exports of a component binary.
 fn interfaces(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
     let (mut imports, mut exports) = (Vec::new(), Vec::new());
     let mut depth = 0usize;
@@ -66,7 +66,7 @@ fn matches(pattern: &str, name: &str) -> bool {
     path_ok && version_ok
 }
 
-/// What is wrong with a component, if anything.
+/// Checks a component against `allowed`, describing the first problem found.
 fn audit(bytes: &[u8], allowed: &[&str]) -> Result<(), String> {
     let (imports, exports) = interfaces(bytes);
     let extra: Vec<&String> = imports.iter().filter(|i| !allowed.iter().any(|p| matches(p, i))).collect();

@@ -1,5 +1,5 @@
 //! HTTP conventions shared by the four components: the error envelope every
-//! route uses, `{"errors": {"body": ["<message>", …]}}`, and the health answer.
+//! route uses, `{"errors": {"body": ["<message>", …]}}`, and the health response.
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
@@ -38,7 +38,7 @@ pub fn method_not_allowed(allow: &'static str) -> Response {
     response
 }
 
-/// Returns the health answer: `200` with `up` as plain text. Details of a
+/// Returns the health response: `200` with `up` as plain text. Details of a
 /// failing dependency go to the log, never into this body.
 pub fn health_up() -> Response {
     with_body(StatusCode::OK, "text/plain", "up")

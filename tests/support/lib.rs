@@ -19,21 +19,21 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The release build of the host; `cargo xtask test` builds it first.
+/// Returns the release build of the host, which `cargo xtask test` builds first.
 pub fn host_binary() -> PathBuf {
     let path = workspace_root().join("target/release/conduit-host");
     assert!(path.is_file(), "{} is missing: run the tests with `cargo xtask test`", path.display());
     path
 }
 
-/// A built component under `target/wasm32-wasip2/release/`.
+/// Returns the path of a built component under `target/wasm32-wasip2/release/`.
 pub fn wasm_path(name: &str) -> PathBuf {
     let path = workspace_root().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
     assert!(path.is_file(), "{} is missing: run the tests with `cargo xtask test`", path.display());
     path
 }
 
-/// A fresh directory for one host run's state and logs.
+/// Creates a fresh directory for one host run's state and logs.
 pub fn scratch_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = workspace_root().join(format!(
@@ -46,7 +46,7 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A name no earlier run used, for keys in stores that outlive a test run (Redis).
+/// Returns a name no earlier run used, for keys in stores that outlive a test run (Redis).
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -261,12 +261,12 @@ impl Host {
         self.child.wait().unwrap()
     }
 
-    /// Every stdout line so far (the host's JSON log).
+    /// Returns every stdout line so far (the host's JSON log).
     pub fn log_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
-    /// Every stderr line so far (start-up text and component output).
+    /// Returns every stderr line so far (start-up text and component output).
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }
@@ -289,7 +289,7 @@ impl Drop for Host {
     }
 }
 
-/// A one-shot-per-connection HTTP server on loopback that answers every
+/// A one-request-per-connection HTTP server on loopback that responds to every
 /// request with `200 hello` and records the raw request heads it received.
 pub struct LoopbackServer {
     pub port: u16,

@@ -62,7 +62,7 @@ fn run(command: &mut Command) -> Result<()> {
     }
 }
 
-/// A cargo command without the variables `cargo run` set for xtask itself.
+/// Builds a cargo command without the variables `cargo run` set for xtask itself.
 /// Build scripts watch some of them, so leaving them in would make builds
 /// started here and builds started by hand invalidate each other.
 fn cargo() -> Command {
