@@ -8,6 +8,8 @@ use conduit_tests::{Host, HostOptions, wasm_path, workspace_root};
 
 const WARM_UP: usize = 200;
 const SAMPLES: usize = 3_000;
+const CLIENTS: usize = 16;
+const REQUESTS_PER_CLIENT: usize = 300;
 
 fn fixture() -> HostOptions {
     let dir = workspace_root().join("tests/fixture");
@@ -43,6 +45,18 @@ async fn latency(host: &Host, path: &str) -> (Duration, Duration) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
+/// Requests per second with `CLIENTS` concurrent clients, each on its own connection.
+async fn throughput(host: &Host, path: &str) -> f64 {
+    let started = Instant::now();
+    let clients = (0..CLIENTS).map(|_| async {
+        for _ in 0..REQUESTS_PER_CLIENT {
+            assert_eq!(host.get(path).await.status, 200);
+        }
+    });
+    futures::future::join_all(clients).await;
+    (CLIENTS * REQUESTS_PER_CLIENT) as f64 / started.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() {
     println!("component sizes:");
@@ -66,9 +80,11 @@ async fn main() {
     println!("GET /echo/x on one keep-alive connection, {SAMPLES} sequential requests after {WARM_UP} warm-up:");
     let reuse_on = Host::start(fixture());
     let (on_median, on_p99) = latency(&reuse_on, "/echo/x").await;
+    let on_rate = throughput(&reuse_on, "/echo/x").await;
     drop(reuse_on);
     let reuse_off = Host::start(fixture().arg("--max-instance-reuse-count").arg("1"));
     let (off_median, off_p99) = latency(&reuse_off, "/echo/x").await;
+    let off_rate = throughput(&reuse_off, "/echo/x").await;
     drop(reuse_off);
     println!("  reuse on  (128 per instance): median {}, p99 {}", micros(on_median), micros(on_p99));
     println!("  reuse off (1 per instance):   median {}, p99 {}", micros(off_median), micros(off_p99));
@@ -77,4 +93,7 @@ async fn main() {
         off_median.as_secs_f64() / on_median.as_secs_f64(),
         off_p99.as_secs_f64() / on_p99.as_secs_f64()
     );
+    println!("GET /echo/x from {CLIENTS} concurrent clients, {REQUESTS_PER_CLIENT} requests each:");
+    println!("  reuse on:  {on_rate:.0} requests/s");
+    println!("  reuse off: {off_rate:.0} requests/s (ratio on/off {:.2})", on_rate / off_rate);
 }
