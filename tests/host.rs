@@ -478,6 +478,35 @@ async fn runaway_loop_gets_500() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn body_cut_by_timeout_is_not_complete() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = Host::start(fixture(1).arg("--request-timeout").arg("1s"));
+
+    let mut tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    tcp.write_all(b"GET /work/stream?chunks=30&ms=200 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut bytes)).await;
+    let response = String::from_utf8_lossy(&bytes);
+
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("chunk 0"), "{response}");
+    assert!(!response.contains("chunk 29"), "the timeout ends the body early: {response}");
+    assert!(!response.ends_with("0\r\n\r\n"), "a cut body must not end like a complete one: {response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_body_arrives_whole() {
+    let host = Host::start(fixture(1));
+
+    let reply = host.get("/work/stream?chunks=5&ms=20").await;
+
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn memory_hog_gets_500() {
     let options = fixture(1).arg("--max-instance-memory-mib").arg("64");
     with_and_without_reuse(options, |host, _| async move {
@@ -662,6 +691,9 @@ async fn app_health_routes_answer() {
     );
     assert_eq!(host.get("/internal/profiles/anything").await.status, 404, "internal paths have no public route");
     assert_eq!(host.get("/.well-known/spin/health").await.status, 200);
+    let info = host.get("/.well-known/spin/info").await;
+    assert_eq!(info.header("content-type"), Some("application/json"));
+    assert_eq!(info.json(), json!({"name": "conduit", "version": "0.1.0"}));
     for component in ["profiles", "feed", "payments", "notifications"] {
         let reply = host.get(&format!("/health/{component}")).await;
         let head = host.request("HEAD", &format!("/health/{component}"), &[], "").await;

@@ -59,7 +59,7 @@ struct UpArgs {
     runtime_config_file: Option<PathBuf>,
 
     /// Address to listen on; port 0 picks a free port.
-    #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(long, env = "SPIN_HTTP_LISTEN_ADDR", default_value = "127.0.0.1:3000", value_parser = parse_listen_addr)]
     listen: SocketAddr,
 
     /// Directory for the default SQLite key-value file; defaults to `.spin` beside the manifest.
@@ -87,8 +87,8 @@ struct UpArgs {
     request_timeout: Option<Range<Duration>>,
 
     /// Linear memory one instance may use, in MiB.
-    #[arg(long, default_value_t = 256)]
-    max_instance_memory_mib: usize,
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_instance_memory_mib: u32,
 
     /// TLS certificate chain (PEM); with --tls-key, the app is served over HTTPS.
     #[arg(long, env = "SPIN_TLS_CERT", requires = "tls_key")]
@@ -130,7 +130,8 @@ async fn up(args: UpArgs) -> Result<()> {
     let state_dir = args.state_dir.clone().unwrap_or_else(|| manifest.base_dir.join(".spin"));
     let log_dir = args.log_dir.clone().unwrap_or_else(|| state_dir.join("logs"));
 
-    let engine = build_engine(args.max_instance_memory_mib << 20)?;
+    let memory_limit = (args.max_instance_memory_mib as usize) << 20;
+    let engine = build_engine(memory_limit)?;
     let linker = build_linker(&engine)?;
     let stores = open_stores(&manifest, &runtime_config, &state_dir)?;
 
@@ -140,7 +141,7 @@ async fn up(args: UpArgs) -> Result<()> {
             .with_context(|| format!("component `{}`", component.id))?;
         let compiled = wasm(Component::from_file(&engine, &component.source)).with_context(|| {
             format!(
-                "cannot compile component `{}` from {} (if the cause is a memory limit, raise --max-instance-memory-mib, now {})",
+                "cannot compile component `{}` from {} (if the cause is a memory limit, raise --max-instance-memory-mib, now {} MiB)",
                 component.id,
                 component.source.display(),
                 args.max_instance_memory_mib
@@ -178,7 +179,7 @@ async fn up(args: UpArgs) -> Result<()> {
         request_timeout: args.request_timeout,
         idle_timeout: args.idle_instance_timeout,
     };
-    let app = App::new(manifest.name.clone(), &engine, router, prepared, reuse, faults);
+    let app = App::new(manifest.name.clone(), manifest.version.clone(), &engine, router, prepared, reuse, faults);
 
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -338,7 +339,7 @@ fn component_runtime(
         variables: Arc::new(ComponentVariables::resolve(app_variables, &component.variables)?),
         environment: component.environment.clone().into_iter().collect(),
         output: ComponentOutput::new(&component.id, Some(log_dir), !args.quiet_component_output)?,
-        memory_limit: args.max_instance_memory_mib << 20,
+        memory_limit: (args.max_instance_memory_mib as usize) << 20,
     })
 }
 
@@ -396,7 +397,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_duration_range(s: &str) -> Result<Range<Duration>, String> {
-    parse_range(s, parse_duration)
+    parse_range(s, |d| match parse_duration(d)? {
+        Duration::ZERO => Err(format!("invalid duration {d:?}: must be above zero")),
+        duration => Ok(duration),
+    })
+}
+
+/// Resolves `host:port` as Spin does, preferring 127.0.0.1 when a name such
+/// as `localhost` resolves to several addresses.
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::{Ipv4Addr, ToSocketAddrs};
+
+    let addresses: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("invalid listen address {s:?}: {e}; write host:port, e.g. 127.0.0.1:3000"))?
+        .collect();
+    let loopback = addresses
+        .iter()
+        .find(|a| a.ip() == std::net::IpAddr::V4(Ipv4Addr::LOCALHOST));
+    loopback
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 #[cfg(test)]
@@ -418,5 +440,13 @@ mod tests {
         assert!(parse_usize_range("0").is_err());
         assert!(parse_usize_range("8..1").is_err());
         assert!(parse_duration_range("5s..1s").is_err());
+        assert!(parse_duration_range("0").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_resolve_like_spin() {
+        assert_eq!(parse_listen_addr("localhost:3001").unwrap(), "127.0.0.1:3001".parse().unwrap());
+        assert_eq!(parse_listen_addr("[::1]:3001").unwrap(), "[::1]:3001".parse().unwrap());
+        assert!(parse_listen_addr("3001").is_err());
     }
 }

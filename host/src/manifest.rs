@@ -12,6 +12,7 @@ use serde::Deserialize;
 #[derive(Debug)]
 pub struct Manifest {
     pub name: String,
+    pub version: Option<String>,
     /// Directory the manifest lives in; relative paths resolve against it.
     pub base_dir: PathBuf,
     pub variables: BTreeMap<String, AppVariable>,
@@ -67,7 +68,9 @@ struct RawManifest {
 #[derive(Deserialize)]
 struct RawApplication {
     name: String,
-    // version, authors, description and the rest are informational here.
+    #[serde(default)]
+    version: Option<String>,
+    // authors, description and the rest are informational here.
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +205,7 @@ impl Manifest {
 
         Ok(Self {
             name: raw.application.name,
+            version: raw.application.version,
             base_dir: base_dir.to_path_buf(),
             variables: raw.variables,
             triggers,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -113,7 +113,8 @@ impl HandlerState for Handler {
 
 /// The running application.
 pub struct App {
-    pub name: String,
+    name: String,
+    version: Option<String>,
     router: Router,
     handlers: BTreeMap<String, ProxyHandler<Handler>>,
     faults: Arc<Faults>,
@@ -130,6 +131,7 @@ pub struct PreparedComponent {
 impl App {
     pub fn new(
         name: String,
+        version: Option<String>,
         engine: &Engine,
         router: Router,
         components: Vec<PreparedComponent>,
@@ -153,6 +155,7 @@ impl App {
                 .collect();
             Self {
                 name,
+                version,
                 router,
                 handlers,
                 faults,
@@ -220,10 +223,14 @@ impl App {
     async fn handle_public(self: &Arc<Self>, req: http::Request<Body>, client_addr: SocketAddr, scheme: Scheme) -> http::Response<Body> {
         let path = req.uri().path().to_string();
         if let Some(well_known) = path.strip_prefix("/.well-known/spin/") {
-            return match well_known {
+            let response = match well_known {
                 "health" => plain(200, "OK"),
                 "info" => {
-                    let mut response = plain(200, &serde_json::json!({"name": self.name}).to_string());
+                    let mut info = serde_json::json!({ "name": self.name });
+                    if let Some(version) = &self.version {
+                        info["version"] = version.as_str().into();
+                    }
+                    let mut response = plain(200, &info.to_string());
                     response
                         .headers_mut()
                         .insert("content-type", HeaderValue::from_static("application/json"));
@@ -231,23 +238,33 @@ impl App {
                 }
                 _ => empty(404),
             };
+            self.log_unrouted(req.method(), &path, response.status());
+            return response;
         }
         match self.router.route(&path) {
             Some(route) => self.dispatch(route, req, client_addr, scheme, false).await,
             None => {
-                log_event(serde_json::json!({
-                    "level": "info",
-                    "event": "request",
-                    "component": null,
-                    "route": null,
-                    "method": req.method().as_str(),
-                    "status": 404,
-                    "request_id": self.next_request.fetch_add(1, Ordering::Relaxed),
-                    "chained": false,
-                }));
-                empty(404)
+                let response = empty(404);
+                self.log_unrouted(req.method(), &path, response.status());
+                response
             }
         }
+    }
+
+    /// Logs a request the host served itself: no component, and the route
+    /// only for Spin's fixed `/.well-known/spin/` paths (never a client's path).
+    fn log_unrouted(&self, method: &http::Method, path: &str, status: http::StatusCode) {
+        let route = path.starts_with("/.well-known/spin/").then_some("/.well-known/spin/...");
+        log_event(serde_json::json!({
+            "level": "info",
+            "event": "request",
+            "component": null,
+            "route": route,
+            "method": method.as_str(),
+            "status": status.as_u16(),
+            "request_id": self.next_request.fetch_add(1, Ordering::Relaxed),
+            "chained": false,
+        }));
     }
 
     /// Dispatches a service-chaining request from a component to `component`.
@@ -346,11 +363,16 @@ impl App {
                     match result {
                         Ok((instance, response)) => {
                             let (done_tx, done_rx) = oneshot::channel();
-                            let response = response.map(|body| NotifyOnDrop::new(body, done_tx).boxed_unsync());
+                            let cut_off = Arc::new(AtomicBool::new(false));
+                            let mut guard = CutOffGuard(Some(cut_off.clone()));
+                            let response = response.map(|inner| {
+                                ResponseBody { inner, done: Some(done_tx), cut_off }.boxed_unsync()
+                            });
                             if tx.send(Ok((instance, response))).is_ok() {
                                 // Keep the instance's event loop running until the body is sent.
                                 let _ = done_rx.await;
                             }
+                            guard.disarm();
                         }
                         Err(error) => {
                             let _ = tx.send(Err(error));
@@ -429,19 +451,17 @@ fn prepare_request(
     Ok(http::Request::from_parts(parts, body))
 }
 
-/// A response body that reports when hyper has finished with it.
-struct NotifyOnDrop<B> {
+/// A guest's response body as hyper sends it. It reports when hyper has
+/// finished with it, and turns an early end into an error when the instance
+/// was stopped mid-body (request timeout, trap), so hyper aborts the
+/// connection instead of ending a cut-off body like a complete one.
+struct ResponseBody<B> {
     inner: B,
     done: Option<oneshot::Sender<()>>,
+    cut_off: Arc<AtomicBool>,
 }
 
-impl<B> NotifyOnDrop<B> {
-    fn new(inner: B, done: oneshot::Sender<()>) -> Self {
-        Self { inner, done: Some(done) }
-    }
-}
-
-impl<B> Drop for NotifyOnDrop<B> {
+impl<B> Drop for ResponseBody<B> {
     fn drop(&mut self) {
         if let Some(done) = self.done.take() {
             let _ = done.send(());
@@ -449,20 +469,43 @@ impl<B> Drop for NotifyOnDrop<B> {
     }
 }
 
-impl<B: http_body::Body + Unpin> http_body::Body for NotifyOnDrop<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl<B: http_body::Body<Data = Bytes, Error = ErrorCode> + Unpin> http_body::Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = ErrorCode;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ErrorCode>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) if self.cut_off.load(Ordering::Acquire) => Poll::Ready(Some(Err(
+                ErrorCode::InternalError(Some("the instance stopped before the response body was complete".into())),
+            ))),
+            other => other,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.is_end_stream() && !self.cut_off.load(Ordering::Acquire)
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Marks the body as cut off if the request task is dropped before hyper
+/// has finished with the body.
+struct CutOffGuard(Option<Arc<AtomicBool>>);
+
+impl CutOffGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CutOffGuard {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Release);
+        }
     }
 }
 

@@ -143,7 +143,12 @@ fn bench() -> Result<()> {
     build()?;
     run(cargo().args(["build", "--release", "--target", WASM_TARGET, "-p", "fixture"]))?;
     ensure_redis()?;
-    run(cargo().args(["run", "--release", "-p", "conduit-tests", "--example", "bench_host"]))
+    // Built with the same packages as `build` and `test`, so nothing is rebuilt
+    // with other dependency features.
+    run(cargo()
+        .args(["build", "--release", "--examples"])
+        .args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p])))?;
+    run(&mut Command::new(root().join("target/release/examples/bench_host")))
 }
 
 fn ensure_wasm_target() -> Result<()> {
