@@ -524,9 +524,14 @@ async fn concurrent_requests_stay_isolated() {
     with_and_without_reuse(fixture(1), |host, reuse| async move {
         let warm = host.get("/work/sleep?ms=1").await.json();
 
+        // The second request starts once the first is awaiting its sleep, the
+        // moment an instance accepts a concurrent request.
         let (a, b) = tokio::join!(
             host.request("GET", "/work/sleep?ms=600", &[("x-tag", "alpha")], ""),
-            host.request("GET", "/work/sleep?ms=600", &[("x-tag", "beta")], ""),
+            async {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                host.request("GET", "/work/sleep?ms=600", &[("x-tag", "beta")], "").await
+            },
         );
         let (a, b) = (a.json(), b.json());
 
