@@ -394,18 +394,18 @@ async fn outbound_http_allowed_hosts_only() {
             let url = format!("http://127.0.0.1:{allowed}/resource");
 
             let ok = host.request("POST", "/work/outbound", &[("x-forward-header", "passed")], url).await.json();
-            let refused = host
+            let denied = host
                 .request("POST", "/work/outbound", &[], format!("http://127.0.0.1:{denied}/"))
                 .await
                 .json();
-            let refused_name = host.request("POST", "/work/outbound", &[], "http://example.invalid/").await.json();
+            let denied_name = host.request("POST", "/work/outbound", &[], "http://example.invalid/").await.json();
 
             assert_eq!((ok["status"].as_u64(), ok["body"].as_str()), (Some(200), Some("hello")), "{ok}");
             let received = requests.lock().unwrap().clone();
             assert!(received.iter().any(|r| r.contains("x-forwarded-test: passed")), "{received:?}");
             assert!(received.iter().any(|r| r.to_ascii_lowercase().contains(&format!("host: 127.0.0.1:{allowed}"))), "{received:?}");
-            assert!(refused["error"].as_str().unwrap().contains("HttpRequestDenied"), "{refused}");
-            assert!(refused_name["error"].as_str().unwrap().contains("HttpRequestDenied"), "{refused_name}");
+            assert!(denied["error"].as_str().unwrap().contains("HttpRequestDenied"), "{denied}");
+            assert!(denied_name["error"].as_str().unwrap().contains("HttpRequestDenied"), "{denied_name}");
         }
     })
     .await;

@@ -200,8 +200,8 @@ impl Store {
     }
 }
 
-/// A compare-and-swap with Spin 4.0.2's semantics: `current` reads the value
-/// (and, on Redis, `WATCH`es the key); `swap` writes only if the key still
+/// A compare-and-swap with Spin 4.0.2's semantics. `current` reads the value
+/// and, on Redis, `WATCH`es the key. `swap` writes only if the key still
 /// contains what `current` read. Without a prior `current`, or when `current`
 /// found no value, the SQLite store writes unconditionally, as Spin's does.
 pub enum Cas {

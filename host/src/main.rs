@@ -275,7 +275,7 @@ fn build_linker(engine: &Engine) -> Result<Linker<HostState>> {
     Ok(linker)
 }
 
-/// One backend per label any component uses, shared by every component that lists it.
+/// Opens one backend per label any component uses, shared by every component that lists it.
 fn open_stores(
     manifest: &Manifest,
     config: &RuntimeConfig,
@@ -369,7 +369,7 @@ fn parse_range<T: PartialOrd>(s: &str, parse: impl Fn(&str) -> Result<T, String>
     }
 }
 
-/// A count of at least 1, or a range of them.
+/// Parses a count of at least 1, or a range of them.
 fn parse_usize_range(s: &str) -> Result<Range<usize>, String> {
     parse_range(s, |n| match n.parse::<usize>() {
         Ok(0) => Err("must be at least 1".to_string()),

@@ -81,8 +81,8 @@ async fn send(
     }
 
     if let Some(component) = chaining_target_of_host(&host) {
-        // Spin drops the `Host` header of a chained request; the component then
-        // sees `localhost` in `spin-full-url`, as under `spin up`.
+        // Spin drops the `Host` header of a chained request, so the component
+        // gets `localhost` in `spin-full-url`, as under `spin up`.
         request.headers_mut().remove(HOST);
         let app: Arc<App> = app.upgrade().ok_or(ErrorCode::ConnectionRefused)?;
         let response = app.dispatch_chained(&component, request).await?;

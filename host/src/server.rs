@@ -165,7 +165,7 @@ impl App {
         })
     }
 
-    /// The address the app serves on, for requests a component sends to itself.
+    /// Returns the address the app serves on, for requests a component sends to itself.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.get().copied()
     }
