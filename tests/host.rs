@@ -699,6 +699,11 @@ async fn app_health_routes_answer() {
     let info = host.get("/.well-known/spin/info").await;
     assert_eq!(info.header("content-type"), Some("application/json"));
     assert_eq!(info.json(), json!({"name": "conduit", "version": "0.1.0"}));
+    let logs = host.request_logs().await;
+    assert!(
+        logs.iter().any(|l| l["route"] == "/.well-known/spin/..." && l["status"] == 200),
+        "well-known requests are logged: {logs:?}"
+    );
     for component in ["profiles", "feed", "payments", "notifications"] {
         let reply = host.get(&format!("/health/{component}")).await;
         let head = host.request("HEAD", &format!("/health/{component}"), &[], "").await;

@@ -444,6 +444,13 @@ mod tests {
     }
 
     #[test]
+    fn zero_instance_memory_is_rejected() {
+        let parsed = Cli::try_parse_from(["conduit-host", "up", "--max-instance-memory-mib", "0"]);
+
+        assert!(parsed.is_err());
+    }
+
+    #[test]
     fn listen_addresses_resolve_like_spin() {
         assert_eq!(parse_listen_addr("localhost:3001").unwrap(), "127.0.0.1:3001".parse().unwrap());
         assert_eq!(parse_listen_addr("[::1]:3001").unwrap(), "[::1]:3001".parse().unwrap());
