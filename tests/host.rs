@@ -21,17 +21,7 @@ fn fixture(loopback_port: u16) -> HostOptions {
     options
 }
 
-/// Returns the last value of `name` in an echoed header list, the one a component takes.
-fn last_header(echo: &Value, name: &str) -> Option<String> {
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|pair| pair[0] == name)
-        .map(|pair| pair[1].as_str().unwrap().to_string())
-}
-
+/// Returns every value of `name` in an echoed header list, in received order.
 fn all_headers(echo: &Value, name: &str) -> Vec<String> {
     echo["headers"]
         .as_array()
@@ -40,6 +30,11 @@ fn all_headers(echo: &Value, name: &str) -> Vec<String> {
         .filter(|pair| pair[0] == name)
         .map(|pair| pair[1].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Returns the last value of `name`, the one a component takes.
+fn last_header(echo: &Value, name: &str) -> Option<String> {
+    all_headers(echo, name).pop()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,6 @@
 //! `spin:mysql/mysql@3.0.0` on `mysql_async`, converting values the way Spin
-//! 4.0 does: integers, floats, text and binary only; errors as the `{:?}` of
-//! the `mysql_async` error, which is the text components parse codes from.
+//! 4.0 does: integers, floats, text and binary only. Errors carry the `{:?}`
+//! of the `mysql_async` error, because components parse codes from that text.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ impl Connection {
             .map_err(|e| Error::QueryFailed(format!("{e:?}")))
     }
 
-    /// Runs the query on a task of its own; rows arrive on the channel and the
+    /// Runs the query on a task of its own. Rows arrive on the channel, and the
     /// final outcome (an error after the first row, or the size cap) on the oneshot.
     pub async fn query(
         &self,
@@ -189,15 +189,15 @@ fn build_opts(address: &str) -> Result<mysql_async::Opts, mysql_async::Error> {
     let use_ssl = url
         .query_pairs()
         .any(|(k, v)| is_ssl(&k) && !v.eq_ignore_ascii_case("disabled"));
-    let kept: Vec<(String, String)> = url
+    let other_params: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| !is_ssl(k))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let mut cleaned = url.clone();
     cleaned.set_query(None);
-    if !kept.is_empty() {
-        cleaned.query_pairs_mut().extend_pairs(kept);
+    if !other_params.is_empty() {
+        cleaned.query_pairs_mut().extend_pairs(other_params);
     }
     let opts = mysql_async::Opts::from_url(cleaned.as_str())?;
     let builder = mysql_async::OptsBuilder::from_opts(opts);

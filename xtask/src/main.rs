@@ -50,15 +50,15 @@ fn root() -> PathBuf {
 }
 
 fn run(command: &mut Command) -> Result<()> {
-    let shown = format!("{command:?}");
+    let description = format!("{command:?}");
     let status = command
         .current_dir(root())
         .status()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+        .map_err(|e| format!("cannot run {description}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{shown} failed with {status}"))
+        Err(format!("{description} failed with {status}"))
     }
 }
 
@@ -99,7 +99,7 @@ fn up(args: &[String]) -> Result<()> {
     build()?;
     ensure_mariadb()?;
     let user_args: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
-    let given = |flags: &[&str]| {
+    let flag_given = |flags: &[&str]| {
         user_args
             .iter()
             .any(|a| flags.iter().any(|f| a.as_str() == *f || a.starts_with(&format!("{f}="))))
@@ -107,13 +107,13 @@ fn up(args: &[String]) -> Result<()> {
 
     let mut command = Command::new(root().join("target/release/conduit-host"));
     command.current_dir(root()).arg("up");
-    if !given(&["--from", "-f"]) {
+    if !flag_given(&["--from", "-f"]) {
         command.args(["--from", "spin.toml"]);
     }
-    if !given(&["--runtime-config-file"]) {
+    if !flag_given(&["--runtime-config-file"]) {
         command.args(["--runtime-config-file", "infra/runtime-config/local.toml"]);
     }
-    if !given(&["--listen"]) && std::env::var_os("SPIN_HTTP_LISTEN_ADDR").is_none() {
+    if !flag_given(&["--listen"]) && std::env::var_os("SPIN_HTTP_LISTEN_ADDR").is_none() {
         command.args(["--listen", "127.0.0.1:3000"]);
     }
     command.args(user_args);
@@ -207,47 +207,50 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn ensure_mariadb() -> Result<()> {
-    if listening(3306) {
+/// Starts a service that is not listening on its loopback port, installing
+/// its Debian package first when `binary` is missing.
+fn ensure_service(name: &str, port: u16, binary: &str, package: &str, start: impl FnOnce() -> Result<()>) -> Result<()> {
+    if listening(port) {
         return Ok(());
     }
-    apt_install("/usr/sbin/mariadbd", "mariadb-server")?;
-    eprintln!("xtask: starting MariaDB");
-    // The package does not start the server here; its socket directory may be missing too.
-    let _ = std::fs::create_dir_all("/run/mysqld");
-    let _ = Command::new("chown").args(["mysql:mysql", "/run/mysqld"]).status();
-    run(Command::new("start-stop-daemon").args([
-        "--start",
-        "--oknodo",
-        "--background",
-        "--exec",
-        "/usr/sbin/mariadbd",
-        "--",
-        "--user=mysql",
-    ]))?;
-    wait_for(3306, "MariaDB")
+    apt_install(binary, package)?;
+    eprintln!("xtask: starting {name}");
+    start()?;
+    wait_for(port, name)
+}
+
+fn ensure_mariadb() -> Result<()> {
+    ensure_service("MariaDB", 3306, "/usr/sbin/mariadbd", "mariadb-server", || {
+        // The package does not start the server here, and its socket directory may be missing too.
+        let _ = std::fs::create_dir_all("/run/mysqld");
+        let _ = Command::new("chown").args(["mysql:mysql", "/run/mysqld"]).status();
+        run(Command::new("start-stop-daemon").args([
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/mariadbd",
+            "--",
+            "--user=mysql",
+        ]))
+    })
 }
 
 fn ensure_redis() -> Result<()> {
-    if listening(6379) {
-        return Ok(());
-    }
-    apt_install("/usr/bin/redis-server", "redis-server")?;
-    eprintln!("xtask: starting Redis");
-    let _ = std::fs::create_dir_all("/var/lib/redis");
-    run(Command::new("redis-server").args([
-        "--daemonize",
-        "yes",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "6379",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        "/tmp",
-    ]))?;
-    wait_for(6379, "Redis")
+    ensure_service("Redis", 6379, "/usr/bin/redis-server", "redis-server", || {
+        run(Command::new("redis-server").args([
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/tmp",
+        ]))
+    })
 }
