@@ -1,12 +1,126 @@
-//! HTTP conventions shared by the four components: the error envelope every
-//! route uses, `{"errors": {"body": ["<message>", …]}}`, and the health response.
+//! HTTP conventions shared by the four components: the request context and
+//! the wrapper every handler runs in ([`serve`]), routing on the request URI,
+//! JSON bodies with a size limit, and responses in the error envelope
+//! `{"errors": {"body": ["<message>", …], "<field>": [...]}}`.
+//!
+//! Components route on the request URI path, never on the `spin-path-info`
+//! header, which a client can also send.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
-use spin_sdk::http::FullBody;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use spin_sdk::http::{FullBody, Request};
+
+use crate::error::{ApiError, RETRY_AFTER_SECONDS};
+use crate::telemetry::{RequestLog, Stats};
 
 /// A complete response, built in memory.
 pub type Response = http::Response<FullBody<Bytes>>;
+
+/// The header that carries the request id back to the client.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The largest JSON body a route accepts unless it says otherwise.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What a handler knows about the request it serves, besides the request.
+pub struct Ctx {
+    pub component: &'static str,
+    /// Generated for every request, returned in `x-request-id` and logged.
+    pub request_id: String,
+    /// From a valid incoming `traceparent`, for the log line.
+    pub trace_id: Option<String>,
+    /// Counters for the log line; `Db` and `Kv` handles share them.
+    pub stats: Rc<Stats>,
+    route: Cell<&'static str>,
+    note: std::cell::RefCell<Option<String>>,
+}
+
+impl Ctx {
+    fn new(component: &'static str, headers: &HeaderMap) -> Self {
+        let trace_id = headers
+            .get_all("traceparent")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .find_map(crate::telemetry::trace_id)
+            .map(str::to_string);
+        Self {
+            component,
+            request_id: crate::ids::random_hex(12),
+            trace_id,
+            stats: Rc::new(Stats::default()),
+            route: Cell::new("unmatched"),
+            note: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Records why a request that is not an error from the API's point of view
+    /// still went wrong (a health check that found its database down), for
+    /// the log line. The text follows the log rules: no personal data.
+    pub fn note_error(&self, reason: impl Into<String>) {
+        *self.note.borrow_mut() = Some(reason.into());
+    }
+
+    /// Names the route pattern being served, for the log line.
+    pub fn set_route(&self, route: &'static str) {
+        self.route.set(route);
+    }
+}
+
+/// Runs `handler` for one request: builds the context, turns an error into
+/// the envelope (5xx bodies carry only the request id), adds `x-request-id`
+/// and writes the request's log line.
+pub async fn serve(
+    component: &'static str,
+    request: Request,
+    handler: impl AsyncFnOnce(&Ctx, Request) -> Result<Response, ApiError>,
+) -> Response {
+    let started = Instant::now();
+    let ctx = Ctx::new(component, request.headers());
+    let method = request.method().to_string();
+
+    let (mut response, error) = match handler(&ctx, request).await {
+        Ok(response) => (response, None),
+        Err(error) => (error_response(&error, &ctx.request_id), error.log_cause()),
+    };
+    let error = error.or_else(|| ctx.note.borrow_mut().take());
+    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+
+    RequestLog {
+        component,
+        method: &method,
+        route: ctx.route.get(),
+        status: response.status().as_u16(),
+        started,
+        request_id: &ctx.request_id,
+        trace_id: ctx.trace_id.as_deref(),
+        stats: &ctx.stats,
+        error,
+    }
+    .emit();
+    response
+}
+
+/// The response for an error: the envelope, plus `Allow` or `Retry-After` where the status needs one.
+pub fn error_response(error: &ApiError, request_id: &str) -> Response {
+    let mut response = json(error.status(), &error.envelope(request_id));
+    match error {
+        ApiError::MethodNotAllowed(allow) => {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        ApiError::Unavailable(_) => {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        _ => {}
+    }
+    response
+}
 
 /// Builds a response with a body and its content type.
 pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
@@ -15,6 +129,19 @@ pub fn with_body(status: StatusCode, content_type: &'static str, body: impl Into
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Builds a JSON response.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    with_body(status, "application/json", body.to_string())
+}
+
+/// Marks a response as not to be stored by any cache (it carries a token or a user's own data).
+pub fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -31,17 +158,94 @@ pub fn not_found() -> Response {
 
 /// Returns `405` in the error envelope, with the `Allow` header listing `allow`.
 pub fn method_not_allowed(allow: &'static str) -> Response {
-    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
+    error_response(&ApiError::MethodNotAllowed(allow), "")
 }
 
 /// Returns the health response: `200` with `up` as plain text. Details of a
 /// failing dependency go to the log, never into this body.
 pub fn health_up() -> Response {
     with_body(StatusCode::OK, "text/plain", "up")
+}
+
+/// Splits a request path into percent-decoded segments:
+/// `/api/profiles/Jos%C3%A9` gives `["api", "profiles", "José"]`. A trailing
+/// slash gives an empty last segment, so `/api/user/` matches no route.
+pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
+    path.strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .map(percent_decode)
+        .collect()
+}
+
+fn percent_decode(segment: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::BadRequest("the path is not valid percent-encoded UTF-8".into());
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3).ok_or_else(bad)?;
+            decoded.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).map_err(|_| bad())
+}
+
+/// Reads a JSON body of at most `limit` bytes. A body that is not declared
+/// as JSON gets 415, a larger one 413, one that does not parse 400.
+pub async fn read_json(request: Request, limit: usize) -> Result<serde_json::Value, ApiError> {
+    check_json_content_type(request.headers())?;
+    if let Some(length) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length > limit as u64 {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+    }
+
+    let body = Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadRequest("the request body could not be read".into())
+            }
+        })?
+        .to_bytes();
+    parse_json(&body)
+}
+
+/// Accepts `application/json`, with parameters (`; charset=utf-8`) or the `+json` suffix.
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|subtype| subtype.ends_with("+json"));
+    if is_json { Ok(()) } else { Err(ApiError::UnsupportedMediaType) }
+}
+
+/// Parses a JSON body; the error says where parsing stopped, never what the body held.
+pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::BadRequest(format!(
+            "the body is not valid JSON (line {}, column {})",
+            error.line(),
+            error.column()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -85,10 +289,54 @@ mod tests {
     }
 
     #[test]
+    fn unavailable_asks_the_client_to_retry() {
+        let response = error_response(&ApiError::Unavailable("database unavailable".into()), "r9");
+
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let text = body_text(response);
+        assert!(text.contains("r9") && !text.contains("database"), "{text}");
+    }
+
+    #[test]
     fn health_up_is_plain_text() {
         let response = health_up();
 
         assert_eq!(response.status(), 200);
         assert_eq!(body_text(response), "up");
+    }
+
+    #[test]
+    fn segments_are_percent_decoded() {
+        assert_eq!(segments("/api/profiles/Jos%C3%A9").unwrap(), ["api", "profiles", "José"]);
+        assert_eq!(segments("/api/user/").unwrap(), ["api", "user", ""]);
+        assert_eq!(segments("/a%2Fb").unwrap(), ["a/b"]);
+        assert!(matches!(segments("/bad%zz"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(segments("/bad%ff"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(segments("/cut%4"), Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn only_json_content_types_are_accepted() {
+        let headers = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            headers
+        };
+
+        assert!(check_json_content_type(&headers("application/json")).is_ok());
+        assert!(check_json_content_type(&headers("Application/JSON; charset=utf-8")).is_ok());
+        assert!(check_json_content_type(&headers("application/merge-patch+json")).is_ok());
+        assert!(check_json_content_type(&headers("text/plain")).is_err());
+        assert!(check_json_content_type(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn parse_errors_give_the_position_only() {
+        let error = parse_json(br#"{"user": {"password": "hunter2""#).unwrap_err();
+
+        let ApiError::BadRequest(message) = error else { panic!("expected 400") };
+        assert!(message.starts_with("the body is not valid JSON (line 1"), "{message}");
+        assert!(!message.contains("hunter2"));
     }
 }

@@ -1,4 +1,29 @@
-//! The crate every component uses, split by concern. Logic that does not
-//! touch the host is plain Rust with unit tests that run natively.
+//! What every component of the application uses, one module per concern.
+//!
+//! - [`http`]: the request wrapper, routing helpers, JSON bodies, responses;
+//! - [`error`]: the API's errors and their statuses;
+//! - [`json`]: reading fields out of request bodies with per-field messages;
+//! - [`config`]: Spin variables and secrets;
+//! - [`db`]: MySQL through `spin:mysql/mysql@3.0.0`;
+//! - [`kv`]: the key-value store;
+//! - [`auth`]: user tokens; [`password`]: Argon2id hashes;
+//! - [`text`]: normalised keys and limits for what users type;
+//! - [`ids`], [`time`]: identifiers and timestamps as the application stores them;
+//! - [`telemetry`]: the request log line and its counters.
+//!
+//! Logic that does not touch the host is plain Rust with unit tests that run natively.
 
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
 pub mod http;
+pub mod ids;
+pub mod json;
+pub mod kv;
+pub mod password;
+pub mod telemetry;
+pub mod text;
+pub mod time;
+
+pub use error::ApiError;

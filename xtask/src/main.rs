@@ -1,7 +1,9 @@
 //! The project's commands. `cargo xtask up` builds everything, makes sure
-//! MariaDB is running and serves the app on 127.0.0.1:3000; `cargo xtask test`
-//! builds everything, makes sure MariaDB and Redis are running and runs every
-//! test. Both install what a fresh machine lacks.
+//! MariaDB is running, writes local secrets to `.env` when they are missing,
+//! migrates the database and serves the app on 127.0.0.1:3000;
+//! `cargo xtask test` builds everything, makes sure MariaDB and Redis are
+//! running, migrates fresh test schemas and runs every test. Both install what
+//! a fresh machine lacks.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,8 +12,19 @@ use std::time::{Duration, Instant};
 
 const COMPONENTS: [&str; 4] = ["profiles", "feed", "payments", "notifications"];
 const WASM_TARGET: &str = "wasm32-wasip2";
-/// The crates built for this machine: the host, the shared crate's native tests, and the tests.
-const NATIVE_PACKAGES: [&str; 3] = ["conduit-host", "shared", "conduit-tests"];
+/// The crates built for this machine: the host, the admin tool, the shared
+/// crate's native tests, and the tests.
+const NATIVE_PACKAGES: [&str; 4] = ["conduit-host", "conduit-admin", "shared", "conduit-tests"];
+/// The test suite's known secrets and schema prefix (see the file).
+const TEST_ENV: &str = "tests/test.env";
+/// The variables `up` generates into `.env` when they are missing: name and random bytes.
+const LOCAL_SECRETS: [(&str, usize); 5] = [
+    ("SPIN_VARIABLE_PROFILES_DB_PASSWORD", 16),
+    ("SPIN_VARIABLE_FEED_DB_PASSWORD", 16),
+    ("SPIN_VARIABLE_PAYMENTS_DB_PASSWORD", 16),
+    ("SPIN_VARIABLE_NOTIFICATIONS_DB_PASSWORD", 16),
+    ("SPIN_VARIABLE_USER_TOKEN_KEY", 32),
+];
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -24,6 +37,7 @@ fn main() -> ExitCode {
         }
         Some("build") => build(),
         Some("up") => up(&args[1..]),
+        Some("migrate") => migrate(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(),
         _ => Err(USAGE.to_string()),
@@ -39,10 +53,15 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "usage: cargo xtask <command>
   build            build the four components and the local host
-  up [-- ARGS]     build, start MariaDB if needed, serve the app on 127.0.0.1:3000
-                   (ARGS go to `conduit-host up`, e.g. --request-timeout 30s or
-                   --listen 127.0.0.1:3001; see `target/release/conduit-host up --help`)
-  test [-- ARGS]   build, start MariaDB and Redis if needed, run every test
+  up [-- ARGS]     build, start MariaDB if needed, write missing secrets to .env,
+                   migrate, serve the app on 127.0.0.1:3000 (ARGS go to
+                   `conduit-host up`, e.g. --request-timeout 30s or --listen
+                   127.0.0.1:3001; see `target/release/conduit-host up --help`)
+  migrate [-- ARGS] build the admin tool, start MariaDB if needed, write missing
+                   secrets to .env, apply pending migrations (ARGS go to
+                   `conduit-admin`, e.g. --prefix; see `conduit-admin --help`)
+  test [-- ARGS]   build, start MariaDB and Redis if needed, migrate fresh test
+                   schemas, run every test
   bench            build, then print the host's start-up time and request latency";
 
 fn root() -> PathBuf {
@@ -98,6 +117,8 @@ fn build() -> Result<()> {
 fn up(args: &[String]) -> Result<()> {
     build()?;
     ensure_mariadb()?;
+    ensure_local_secrets()?;
+    run(Command::new(admin_binary()).arg("migrate"))?;
     let user_args: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
     let flag_given = |flags: &[&str]| {
         user_args
@@ -125,6 +146,17 @@ fn up(args: &[String]) -> Result<()> {
     Err(format!("cannot start target/release/conduit-host: {error}"))
 }
 
+fn migrate(args: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--release"]).args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p])))?;
+    ensure_mariadb()?;
+    ensure_local_secrets()?;
+    run(Command::new(admin_binary()).arg("migrate").args(args.iter().skip_while(|a| *a == "--")))
+}
+
+fn admin_binary() -> PathBuf {
+    root().join("target/release/conduit-admin")
+}
+
 fn test(args: &[String]) -> Result<()> {
     build()?;
     // Each host a test starts keeps its state here; start every run empty.
@@ -132,6 +164,12 @@ fn test(args: &[String]) -> Result<()> {
     run(cargo().args(["build", "--release", "--target", WASM_TARGET, "-p", "fixture"]))?;
     ensure_mariadb()?;
     ensure_redis()?;
+    // Fresh test schemas, then a second run that must find nothing to do.
+    let test_env = read_env_file(&root().join(TEST_ENV))?;
+    run(Command::new(admin_binary()).envs(&test_env).arg("reset"))?;
+    for _ in 0..2 {
+        run(Command::new(admin_binary()).envs(&test_env).args(["migrate", "--env-file", TEST_ENV]))?;
+    }
     let mut command = cargo();
     command.args(["test", "--release"]);
     command.args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p]));
@@ -149,6 +187,59 @@ fn bench() -> Result<()> {
         .args(["build", "--release", "--examples"])
         .args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p])))?;
     run(&mut Command::new(root().join("target/release/examples/bench_host")))
+}
+
+/// Reads `NAME=value` lines; `#` starts a comment line.
+fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect())
+}
+
+/// Appends a random value to `.env` for every local secret it lacks, so
+/// `up` works on a fresh clone without any secret in the repository. Values
+/// already there (or set in the environment) are kept.
+fn ensure_local_secrets() -> Result<()> {
+    let path = root().join(".env");
+    let existing = if path.exists() { read_env_file(&path)? } else { Vec::new() };
+    let mut additions = String::new();
+    for (name, bytes) in LOCAL_SECRETS {
+        if existing.iter().any(|(n, _)| n == name) || std::env::var_os(name).is_some() {
+            continue;
+        }
+        additions.push_str(&format!("{name}={}\n", random_hex(bytes)?));
+    }
+    if additions.is_empty() {
+        return Ok(());
+    }
+    let mut text = if path.exists() {
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read .env: {e}"))?
+    } else {
+        "# Local secrets, generated by `cargo xtask up`; see .env.example. Not in git.\n".to_string()
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&additions);
+    std::fs::write(&path, text).map_err(|e| format!("cannot write .env: {e}"))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    eprintln!("xtask: wrote missing local secrets to .env");
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buffer = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buffer))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn ensure_wasm_target() -> Result<()> {

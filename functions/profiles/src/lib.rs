@@ -1,21 +1,104 @@
-//! The profiles component. It will own users and their profiles (registration,
-//! login, follows and roles) and issue the tokens other components accept. For
-//! now it serves only its health check.
+//! The profiles component: the RealWorld users and profiles contract
+//! (registration, login, the current user, profiles, follows). It owns users,
+//! their roles and follows, and issues the tokens every component accepts.
 //!
 //! This file is the routing table. It matches on the request URI path, not on
 //! the `spin-path-info` header, which a client can also send.
 
-use shared::http;
+mod app;
+mod routes;
+mod store;
+
+use shared::ApiError;
+use shared::http::{Ctx, Response};
 use spin_sdk::http::{IntoResponse, Method, Request};
 use spin_sdk::http_service;
 
-const HEALTH_PATH: &str = "/health/profiles";
+/// Every route this component serves.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Register,
+    Login,
+    CurrentUser,
+    UpdateUser,
+    Profile(String),
+    Follow(String),
+    Unfollow(String),
+    Health,
+}
+
+impl Route {
+    /// The route's pattern, for the log line (never the path, which can hold a username).
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Register => "/api/users",
+            Self::Login => "/api/users/login",
+            Self::CurrentUser | Self::UpdateUser => "/api/user",
+            Self::Profile(_) => "/api/profiles/:username",
+            Self::Follow(_) | Self::Unfollow(_) => "/api/profiles/:username/follow",
+            Self::Health => "/health/profiles",
+        }
+    }
+}
+
+/// Maps a method and path onto a route: 404 for unknown paths, 405 with
+/// `Allow` for a known path and another method.
+fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let segments = shared::http::segments(path)?;
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let m = method.as_str();
+    match segments.as_slice() {
+        ["api", "users"] => match m {
+            "POST" => Ok(Route::Register),
+            _ => Err(ApiError::MethodNotAllowed("POST")),
+        },
+        ["api", "users", "login"] => match m {
+            "POST" => Ok(Route::Login),
+            _ => Err(ApiError::MethodNotAllowed("POST")),
+        },
+        ["api", "user"] => match m {
+            "GET" => Ok(Route::CurrentUser),
+            "PUT" => Ok(Route::UpdateUser),
+            _ => Err(ApiError::MethodNotAllowed("GET, PUT")),
+        },
+        ["api", "profiles", username] if !username.is_empty() => match m {
+            "GET" => Ok(Route::Profile(username.to_string())),
+            _ => Err(ApiError::MethodNotAllowed("GET")),
+        },
+        ["api", "profiles", username, "follow"] if !username.is_empty() => match m {
+            "POST" => Ok(Route::Follow(username.to_string())),
+            "DELETE" => Ok(Route::Unfollow(username.to_string())),
+            _ => Err(ApiError::MethodNotAllowed("POST, DELETE")),
+        },
+        ["health", "profiles"] => match m {
+            "GET" | "HEAD" => Ok(Route::Health),
+            _ => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+        },
+        _ => Err(ApiError::NotFound("not found".into())),
+    }
+}
 
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
-    match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, HEALTH_PATH) => http::health_up(),
-        (_, HEALTH_PATH) => http::method_not_allowed("GET, HEAD"),
-        _ => http::not_found(),
+    shared::http::serve("profiles", request, dispatch).await
+}
+
+async fn dispatch(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
+    let route = resolve(request.method(), request.uri().path())?;
+    ctx.set_route(route.label());
+    if route == Route::Health {
+        return Ok(routes::health::check(ctx).await);
+    }
+
+    let app = app::App::load(ctx).await?;
+    match route {
+        Route::Register => routes::users::register(&app, request).await,
+        Route::Login => routes::users::login(&app, request).await,
+        Route::CurrentUser => routes::users::current(&app, request).await,
+        Route::UpdateUser => routes::users::update(&app, request).await,
+        Route::Profile(username) => routes::profiles::get(&app, request, &username).await,
+        Route::Follow(username) => routes::profiles::follow(&app, request, &username).await,
+        Route::Unfollow(username) => routes::profiles::unfollow(&app, request, &username).await,
+        Route::Health => unreachable!("answered above"),
     }
 }

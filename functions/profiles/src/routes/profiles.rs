@@ -1,0 +1,54 @@
+//! Profiles: `GET /api/profiles/:username` (token optional) and
+//! `POST|DELETE /api/profiles/:username/follow`, as the RealWorld contract
+//! defines them. Following yourself is a 422; following twice, or
+//! unfollowing someone not followed, changes nothing.
+
+use shared::ApiError;
+use shared::http::{Response, json, no_store};
+use shared::text::normalised_key;
+use spin_sdk::http::{Request, StatusCode};
+
+use crate::app::App;
+use crate::routes::users::profile_json;
+use crate::store::{self, Profile};
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("profile not found".into())
+}
+
+fn profile_response(profile: &Profile, following: bool) -> Response {
+    json(StatusCode::OK, &profile_json(&profile.username, &profile.bio, &profile.image, following))
+}
+
+pub async fn get(app: &App, request: Request, username: &str) -> Result<Response, ApiError> {
+    let caller = app.optional_caller(request.headers()).await?;
+    let viewer = caller.as_ref().map(|c| c.user.id.as_str());
+
+    let profile = store::profile(&app.db, &normalised_key(username), viewer).await?.ok_or_else(not_found)?;
+
+    let response = profile_response(&profile, profile.following);
+    // `following` depends on the viewer: a shared cache must not keep it.
+    Ok(if caller.is_some() { no_store(response) } else { response })
+}
+
+pub async fn follow(app: &App, request: Request, username: &str) -> Result<Response, ApiError> {
+    let caller = app.caller(request.headers()).await?;
+    let profile = store::profile(&app.db, &normalised_key(username), None).await?.ok_or_else(not_found)?;
+    if profile.id == caller.user.id {
+        return Err(ApiError::invalid("username", "is your own; you cannot follow yourself"));
+    }
+
+    store::follow(&app.db, &caller.user.id, &profile.id, shared::time::now_micros())
+        .await
+        // 1452: the user was deleted between the lookup and the insert.
+        .map_err(|error| if error.code() == Some(1452) { not_found() } else { error.into() })?;
+    Ok(no_store(profile_response(&profile, true)))
+}
+
+pub async fn unfollow(app: &App, request: Request, username: &str) -> Result<Response, ApiError> {
+    let caller = app.caller(request.headers()).await?;
+    let profile = store::profile(&app.db, &normalised_key(username), None).await?.ok_or_else(not_found)?;
+
+    store::unfollow(&app.db, &caller.user.id, &profile.id).await?;
+    Ok(no_store(profile_response(&profile, false)))
+}

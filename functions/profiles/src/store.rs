@@ -1,0 +1,201 @@
+//! Every SQL statement of the profiles component. Each function runs exactly
+//! one statement, so a route's statement count is the calls it makes here.
+
+use shared::auth::{Identity, ROLE_USER};
+use shared::db::{DbError, Row, Statements};
+use shared::params;
+
+/// A user as the routes see it (the password hash stays in [`Credentials`]).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub bio: String,
+    pub image: String,
+    pub token_version: u64,
+    /// Roles granted on top of `user`, which everyone has.
+    pub granted_roles: Vec<String>,
+}
+
+impl User {
+    pub fn identity(&self) -> Identity {
+        let mut roles = vec![ROLE_USER.to_string()];
+        roles.extend(self.granted_roles.iter().cloned());
+        Identity { user_id: self.id.clone(), token_version: self.token_version, roles }
+    }
+
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        let roles: Option<String> = row.get("roles")?;
+        Ok(Self {
+            id: row.get("id")?,
+            username: row.get("username")?,
+            email: row.get("email")?,
+            bio: row.get("bio")?,
+            image: row.get("image")?,
+            token_version: row.get("token_version")?,
+            granted_roles: roles
+                .map(|r| r.split(',').filter(|r| !r.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// A user with the password hash, for login.
+pub struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// The columns of [`User`], with granted roles folded into one value.
+const USER_COLUMNS: &str = "u.id, u.username, u.email, u.bio, u.image, u.token_version,
+    (SELECT GROUP_CONCAT(r.role ORDER BY r.role SEPARATOR ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
+
+pub async fn user_by_id(db: &impl Statements, id: &str) -> Result<Option<User>, DbError> {
+    let statement = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?");
+    db.query_one(&statement, params![id]).await?.as_ref().map(User::from_row).transpose()
+}
+
+/// Reads and locks the caller's row until the transaction ends.
+pub async fn lock_user(db: &impl Statements, id: &str) -> Result<Option<User>, DbError> {
+    let statement = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ? FOR UPDATE");
+    db.query_one(&statement, params![id]).await?.as_ref().map(User::from_row).transpose()
+}
+
+pub async fn credentials_by_email(db: &impl Statements, email_key: &str) -> Result<Option<Credentials>, DbError> {
+    let statement = format!("SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.email_key = ?");
+    match db.query_one(&statement, params![email_key]).await? {
+        Some(row) => Ok(Some(Credentials { user: User::from_row(&row)?, password_hash: row.get("password_hash")? })),
+        None => Ok(None),
+    }
+}
+
+/// Which of a username key and an email key are already taken (by anyone
+/// other than `except_id`).
+pub async fn taken(
+    db: &impl Statements,
+    username_key: &str,
+    email_key: &str,
+    except_id: &str,
+) -> Result<(bool, bool), DbError> {
+    let rows = db
+        .query(
+            "SELECT username_key = ? AS username_taken, email_key = ? AS email_taken
+             FROM users WHERE (username_key = ? OR email_key = ?) AND id <> ?",
+            params![username_key, email_key, username_key, email_key, except_id],
+        )
+        .await?;
+    let mut found = (false, false);
+    for row in rows {
+        found.0 |= row.get::<bool>("username_taken")?;
+        found.1 |= row.get::<bool>("email_taken")?;
+    }
+    Ok(found)
+}
+
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub username: &'a str,
+    pub username_key: &'a str,
+    pub email: &'a str,
+    pub email_key: &'a str,
+    pub password_hash: &'a str,
+    pub now: i64,
+}
+
+pub async fn insert_user(db: &impl Statements, user: &NewUser<'_>) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash, bio, image,
+                            token_version, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, '', '', 1, ?, ?)",
+        params![user.id, user.username, user.username_key, user.email, user.email_key, user.password_hash, user.now, user.now],
+    )
+    .await
+}
+
+/// The new values of a user's row; `password_hash` is `Some` on a password
+/// change, which also bumps the token version.
+pub struct UserUpdate<'a> {
+    pub username: &'a str,
+    pub email: &'a str,
+    pub bio: &'a str,
+    pub image: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub now: i64,
+}
+
+pub async fn update_user(db: &impl Statements, id: &str, update: &UserUpdate<'_>) -> Result<(), DbError> {
+    let username_key = shared::text::normalised_key(update.username);
+    let email_key = shared::text::normalised_key(update.email);
+    db.execute(
+        "UPDATE users SET username = ?, username_key = ?, email = ?, email_key = ?, bio = ?, image = ?,
+                password_hash = COALESCE(?, password_hash),
+                token_version = token_version + IF(? IS NULL, 0, 1),
+                updated_at = ?
+         WHERE id = ?",
+        params![
+            update.username,
+            username_key,
+            update.email,
+            email_key,
+            update.bio,
+            update.image,
+            update.password_hash,
+            update.password_hash,
+            update.now,
+            id
+        ],
+    )
+    .await
+}
+
+/// A profile as the RealWorld contract shows it, `following` from the viewer's side.
+pub struct Profile {
+    pub id: String,
+    pub username: String,
+    pub bio: String,
+    pub image: String,
+    pub following: bool,
+}
+
+/// The profile with `username_key`, with whether `viewer_id` follows it, in one statement.
+pub async fn profile(db: &impl Statements, username_key: &str, viewer_id: Option<&str>) -> Result<Option<Profile>, DbError> {
+    let row = db
+        .query_one(
+            "SELECT u.id, u.username, u.bio, u.image,
+                    EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = ? AND f.followee_id = u.id) AS following
+             FROM users u WHERE u.username_key = ?",
+            params![viewer_id, username_key],
+        )
+        .await?;
+    row.map(|row| {
+        Ok(Profile {
+            id: row.get("id")?,
+            username: row.get("username")?,
+            bio: row.get("bio")?,
+            image: row.get("image")?,
+            following: row.get("following")?,
+        })
+    })
+    .transpose()
+}
+
+/// Records a follow; following twice changes nothing.
+pub async fn follow(db: &impl Statements, follower_id: &str, followee_id: &str, now: i64) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?, ?, ?)
+         ON DUPLICATE KEY UPDATE follower_id = follower_id",
+        params![follower_id, followee_id, now],
+    )
+    .await
+}
+
+pub async fn unfollow(db: &impl Statements, follower_id: &str, followee_id: &str) -> Result<(), DbError> {
+    db.execute("DELETE FROM follows WHERE follower_id = ? AND followee_id = ?", params![follower_id, followee_id])
+        .await
+}
+
+/// A statement that proves the database answers, for the health check.
+pub async fn ping(db: &impl Statements) -> Result<(), DbError> {
+    db.query("SELECT 1 AS up", Vec::new()).await.map(|_| ())
+}

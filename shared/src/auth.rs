@@ -1,0 +1,239 @@
+//! User tokens: EdDSA (Ed25519) JWTs issued by profiles and verified by every
+//! component. The algorithm is pinned by the key type (a token whose header
+//! names any other algorithm, `none` included, fails), `iss`, `aud` and `exp`
+//! are required and checked with a small explicit leeway, the subject is the
+//! user's id, and `ver` carries the user's token version: a password change
+//! bumps the version, so every older token stops working.
+
+use std::collections::HashSet;
+
+use http::HeaderMap;
+use jwt_simple::prelude::{
+    Claims, Duration, Ed25519KeyPair, Ed25519PublicKey, EdDSAKeyPairLike, EdDSAPublicKeyLike, VerificationOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, Secret};
+use crate::error::ApiError;
+
+/// Clock difference tolerated between the issuer and a verifier. jwt-simple
+/// defaults to 15 minutes, far too long for a token that is revoked by expiry.
+pub const LEEWAY_SECONDS: u64 = 30;
+/// Tokens longer than this are rejected before any parsing.
+pub const MAX_TOKEN_LENGTH: usize = 4096;
+
+/// The role every registered user has.
+pub const ROLE_USER: &str = "user";
+/// The role an operator grants; never given at registration.
+pub const ROLE_ADMIN: &str = "admin";
+
+/// The claims this application adds to the registered ones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserClaims {
+    /// The user's token version when the token was issued.
+    pub ver: u64,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub token_version: u64,
+    pub roles: Vec<String>,
+}
+
+impl Identity {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// The key that signs user tokens (its public half verifies them).
+pub type SigningKey = Ed25519KeyPair;
+
+/// Where tokens come from and whom they are for.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub lifetime_seconds: u64,
+}
+
+/// Reads an Ed25519 signing key given as the hex of its 32-byte seed
+/// (`openssl rand -hex 32` makes one).
+pub fn signing_key(variable: &str, seed_hex: &Secret) -> Result<Ed25519KeyPair, ConfigError> {
+    let problem = || ConfigError::new(variable, "must be 64 hex digits (a 32-byte Ed25519 seed)");
+    let text = seed_hex.expose();
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(problem());
+    }
+    let mut seed = [0u8; 32];
+    for (i, byte) in seed.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| problem())?;
+    }
+    let key_pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
+    Ed25519KeyPair::from_bytes(&key_pair[..]).map_err(|_| problem())
+}
+
+/// Signs a token for `identity`.
+pub fn issue(key: &Ed25519KeyPair, settings: &TokenSettings, identity: &Identity) -> Result<String, anyhow::Error> {
+    let custom = UserClaims { ver: identity.token_version, roles: identity.roles.clone() };
+    let claims = Claims::with_custom_claims(custom, Duration::from_secs(settings.lifetime_seconds))
+        .with_issuer(&settings.issuer)
+        .with_audience(&settings.audience)
+        .with_subject(&identity.user_id);
+    key.sign(claims)
+}
+
+/// Why a token was refused. The client always sees one generic message; the
+/// reason is for tests and never includes the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// Bad signature, wrong algorithm, wrong issuer or audience, too long, unparsable.
+    Invalid,
+    Expired,
+    /// A required claim (`exp`, `sub`) is missing.
+    Incomplete,
+}
+
+/// Verifies a token's signature and claims. The token version is not checked
+/// here: the caller compares it with the user's current version.
+pub fn verify(key: &Ed25519PublicKey, settings: &TokenSettings, token: &str) -> Result<Identity, TokenError> {
+    let options = VerificationOptions {
+        allowed_issuers: Some(HashSet::from([settings.issuer.clone()])),
+        allowed_audiences: Some(HashSet::from([settings.audience.clone()])),
+        time_tolerance: Some(Duration::from_secs(LEEWAY_SECONDS)),
+        max_token_length: Some(MAX_TOKEN_LENGTH),
+        ..VerificationOptions::default()
+    };
+    let claims = key.verify_token::<UserClaims>(token, Some(options)).map_err(|error| {
+        match error.downcast_ref::<jwt_simple::JWTError>() {
+            Some(jwt_simple::JWTError::TokenHasExpired) => TokenError::Expired,
+            _ => TokenError::Invalid,
+        }
+    })?;
+    if claims.expires_at.is_none() {
+        return Err(TokenError::Incomplete);
+    }
+    let user_id = claims.subject.filter(|s| !s.is_empty()).ok_or(TokenError::Incomplete)?;
+    Ok(Identity { user_id, token_version: claims.custom.ver, roles: claims.custom.roles })
+}
+
+/// The token of the request's `Authorization` header (`Token <jwt>`, as the
+/// RealWorld contract says, or `Bearer <jwt>`). `Ok(None)` when there is no
+/// header; 401 when it is malformed or repeated.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(ApiError::Unauthorized("send one Authorization header".into()));
+    }
+    let malformed = || ApiError::Unauthorized("the Authorization header must be `Token <jwt>`".into());
+    let text = value.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = text.split_once(' ').ok_or_else(malformed)?;
+    let token = token.trim();
+    let known_scheme = scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer");
+    if !known_scheme || token.is_empty() || token.contains(' ') {
+        return Err(malformed());
+    }
+    Ok(Some(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    const SEED: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn settings() -> TokenSettings {
+        TokenSettings { issuer: "conduit".into(), audience: "conduit-api".into(), lifetime_seconds: 3600 }
+    }
+
+    fn alice() -> Identity {
+        Identity { user_id: "u-1".into(), token_version: 3, roles: vec![ROLE_USER.into()] }
+    }
+
+    #[test]
+    fn issued_tokens_verify_with_the_public_key() {
+        let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
+
+        let token = issue(&key, &settings(), &alice()).unwrap();
+
+        assert_eq!(verify(&key.public_key(), &settings(), &token), Ok(alice()));
+    }
+
+    #[test]
+    fn wrong_audience_issuer_and_key_are_invalid() {
+        let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
+        let other_key = Ed25519KeyPair::generate();
+        let token = issue(&key, &settings(), &alice()).unwrap();
+        let foreign = issue(&other_key, &settings(), &alice()).unwrap();
+
+        let other_audience = TokenSettings { audience: "payments".into(), ..settings() };
+        let other_issuer = TokenSettings { issuer: "elsewhere".into(), ..settings() };
+
+        assert_eq!(verify(&key.public_key(), &other_audience, &token), Err(TokenError::Invalid));
+        assert_eq!(verify(&key.public_key(), &other_issuer, &token), Err(TokenError::Invalid));
+        assert_eq!(verify(&key.public_key(), &settings(), &foreign), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn expiry_allows_only_the_small_leeway() {
+        let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
+        let mut claims = Claims::with_custom_claims(alice_claims(), Duration::from_secs(60))
+            .with_issuer("conduit")
+            .with_audience("conduit-api")
+            .with_subject("u-1");
+        let now = jwt_simple::prelude::Clock::now_since_epoch();
+        claims.issued_at = Some(now - Duration::from_secs(600));
+        claims.expires_at = Some(now - Duration::from_secs(LEEWAY_SECONDS + 5));
+        let token = key.sign(claims).unwrap();
+
+        assert_eq!(verify(&key.public_key(), &settings(), &token), Err(TokenError::Expired));
+    }
+
+    fn alice_claims() -> UserClaims {
+        UserClaims { ver: 3, roles: vec![ROLE_USER.into()] }
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
+        let token = issue(&key, &settings(), &alice()).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        // {"alg":"none","typ":"JWT"}
+        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+
+        assert_eq!(verify(&key.public_key(), &settings(), &unsigned), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn seeds_must_be_32_bytes_of_hex() {
+        let error = signing_key("user_token_key", &Secret::new("abc")).unwrap_err();
+
+        assert!(error.to_string().starts_with("variable `user_token_key` must be"));
+        assert!(!error.to_string().contains("abc"));
+    }
+
+    #[test]
+    fn authorization_header_forms() {
+        let headers = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(http::header::AUTHORIZATION, HeaderValue::from_static(value));
+            }
+            headers
+        };
+
+        assert_eq!(bearer_token(&headers(&[])).unwrap(), None);
+        assert_eq!(bearer_token(&headers(&["Token abc"])).unwrap(), Some("abc"));
+        assert_eq!(bearer_token(&headers(&["Bearer abc"])).unwrap(), Some("abc"));
+        assert!(bearer_token(&headers(&["Basic abc"])).is_err());
+        assert!(bearer_token(&headers(&["Token"])).is_err());
+        assert!(bearer_token(&headers(&["Token a", "Token b"])).is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! Identifiers made by the application (the MySQL interface returns no insert
+//! id, and `AUTO_INCREMENT` read back would race).
+
+/// Fills `buffer` from the operating system's random source (`wasi:random` in a component).
+pub fn random_bytes(buffer: &mut [u8]) {
+    getrandom::fill(buffer).expect("the platform's random source is available");
+}
+
+pub fn random_u32() -> u32 {
+    let mut bytes = [0; 4];
+    random_bytes(&mut bytes);
+    u32::from_le_bytes(bytes)
+}
+
+/// `bytes` as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random token of `len` bytes, hex-encoded (for version keys and request ids).
+pub fn random_hex(len: usize) -> String {
+    let mut bytes = vec![0; len];
+    random_bytes(&mut bytes);
+    hex(&bytes)
+}
+
+/// A new UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits,
+/// so ids sort by creation time and index well.
+pub fn uuid_v7() -> String {
+    uuid_v7_at(crate::time::now_micros() / 1000)
+}
+
+fn uuid_v7_at(unix_millis: i64) -> String {
+    let mut bytes = [0u8; 16];
+    random_bytes(&mut bytes[6..]);
+    bytes[..6].copy_from_slice(&unix_millis.to_be_bytes()[2..]);
+    bytes[6] = 0x70 | (bytes[6] & 0x0f);
+    bytes[8] = 0x80 | (bytes[8] & 0x3f);
+    let h = hex(&bytes);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// Whether `text` is a UUID in the canonical lower-case form this module writes.
+pub fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_digit() || ('a'..='f').contains(&c) }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_v7_carries_version_variant_and_time_order() {
+        let earlier = uuid_v7_at(1_700_000_000_000);
+        let later = uuid_v7_at(1_700_000_000_001);
+
+        assert!(is_uuid(&earlier), "{earlier}");
+        assert_eq!(&earlier[14..15], "7");
+        assert!(matches!(&earlier[19..20], "8" | "9" | "a" | "b"));
+        assert!(earlier < later);
+        assert_eq!(&earlier[..13], "018bcfe5-6800");
+    }
+
+    #[test]
+    fn is_uuid_rejects_other_shapes() {
+        assert!(!is_uuid("018bcfe5-6800-7000-8000-00000000000G"));
+        assert!(!is_uuid("not a uuid"));
+        assert!(!is_uuid("018BCFE5-6800-7000-8000-000000000000"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Text rules for identifiers people type: usernames and email addresses are
+//! kept as entered for display and compared through a normalised key
+//! (Unicode NFKC, then lower case, then NFKC again), stored with a binary
+//! collation. A `_ci` collation would also equate accents and ignore trailing
+//! spaces, so `José` and `jose` would collide; the key keeps them apart while
+//! `JOSE` and `jose` (or full-width `ｊｏｓｅ`) meet.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// The comparison key of a username or email address.
+pub fn normalised_key(text: &str) -> String {
+    let folded: String = text.nfkc().collect::<String>().to_lowercase();
+    folded.nfkc().collect()
+}
+
+/// Limits on what users type, in characters.
+pub const USERNAME_MAX: usize = 32;
+pub const EMAIL_MAX: usize = 254;
+pub const PASSWORD_MIN: usize = 8;
+pub const PASSWORD_MAX: usize = 128;
+pub const BIO_MAX: usize = 2000;
+pub const IMAGE_MAX: usize = 2048;
+
+/// Checks a username: letters and digits of any script plus `_`, `-` and `.`,
+/// so it can stand in a URL path. Returns the problem, if any.
+pub fn username_problem(username: &str) -> Option<String> {
+    let length = username.chars().count();
+    if length == 0 {
+        return Some("can't be blank".into());
+    }
+    if length > USERNAME_MAX {
+        return Some(format!("is too long (maximum is {USERNAME_MAX} characters)"));
+    }
+    if !username.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+        return Some("may contain only letters, digits, '_', '-' and '.'".into());
+    }
+    None
+}
+
+/// Checks the shape of an email address: one `@`, a non-empty local part, a
+/// domain with a dot, no spaces or control characters.
+pub fn email_problem(email: &str) -> Option<String> {
+    if email.is_empty() {
+        return Some("can't be blank".into());
+    }
+    if email.chars().count() > EMAIL_MAX {
+        return Some(format!("is too long (maximum is {EMAIL_MAX} characters)"));
+    }
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && local.chars().count() <= 64
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    (!valid).then(|| "is invalid".into())
+}
+
+pub fn password_problem(password: &str) -> Option<String> {
+    let length = password.chars().count();
+    if length < PASSWORD_MIN {
+        return Some(format!("is too short (minimum is {PASSWORD_MIN} characters)"));
+    }
+    if length > PASSWORD_MAX {
+        return Some(format!("is too long (maximum is {PASSWORD_MAX} characters)"));
+    }
+    None
+}
+
+pub fn bio_problem(bio: &str) -> Option<String> {
+    (bio.chars().count() > BIO_MAX).then(|| format!("is too long (maximum is {BIO_MAX} characters)"))
+}
+
+/// An image is empty (unset) or an absolute `http`/`https` URL.
+pub fn image_problem(image: &str) -> Option<String> {
+    if image.is_empty() {
+        return None;
+    }
+    if image.chars().count() > IMAGE_MAX {
+        return Some(format!("is too long (maximum is {IMAGE_MAX} characters)"));
+    }
+    let scheme_ok = ["https://", "http://"].iter().any(|scheme| {
+        image.get(..scheme.len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case(scheme))
+            && image.len() > scheme.len()
+    });
+    if !scheme_ok || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must be an http or https URL".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_fold_case_and_width_but_keep_accents() {
+        assert_eq!(normalised_key("JOSE"), "jose");
+        assert_eq!(normalised_key("ｊｏｓｅ"), "jose");
+        assert_eq!(normalised_key("José"), "josé");
+        assert_ne!(normalised_key("José"), normalised_key("jose"));
+        // Composed and decomposed forms of é meet.
+        assert_eq!(normalised_key("Jose\u{301}"), normalised_key("Jos\u{e9}"));
+        assert_eq!(normalised_key("Alice@Example.COM"), "alice@example.com");
+    }
+
+    #[test]
+    fn usernames_allow_any_script_but_no_url_syntax() {
+        assert_eq!(username_problem("José_1.x-y"), None);
+        assert_eq!(username_problem("Дмитрий"), None);
+        assert!(username_problem("").is_some());
+        assert!(username_problem("a b").is_some());
+        assert!(username_problem("a/b").is_some());
+        assert!(username_problem("a?b").is_some());
+        assert!(username_problem(&"x".repeat(33)).is_some());
+    }
+
+    #[test]
+    fn emails_need_a_local_part_and_a_dotted_domain() {
+        assert_eq!(email_problem("alice@example.com"), None);
+        for bad in ["", "alice", "@example.com", "alice@example", "alice@.com", "a b@example.com", "a@b@example.com"] {
+            assert!(email_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn images_are_http_urls_or_empty() {
+        assert_eq!(image_problem(""), None);
+        assert_eq!(image_problem("https://example.com/a.png"), None);
+        assert!(image_problem("javascript:alert(1)").is_some());
+        assert!(image_problem("https://").is_some());
+    }
+
+    #[test]
+    fn passwords_have_bounds() {
+        assert!(password_problem("short").is_some());
+        assert_eq!(password_problem("long enough"), None);
+        assert!(password_problem(&"p".repeat(129)).is_some());
+    }
+}
