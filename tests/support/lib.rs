@@ -319,6 +319,91 @@ impl LoopbackServer {
     }
 }
 
+/// The test suite's known secrets and schema prefix, from `tests/test.env`
+/// (the values `cargo xtask test` migrated the test schemas with).
+pub fn test_env() -> Vec<(String, String)> {
+    let path = workspace_root().join("tests/test.env");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect()
+}
+
+/// One value of `tests/test.env`.
+pub fn test_env_value(name: &str) -> String {
+    test_env()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("tests/test.env has no {name}"))
+}
+
+/// Options that run the application's own `spin.toml` against the test
+/// schemas, with the local runtime config (SQLite key-value stores in the
+/// host's state directory).
+pub fn app_options() -> HostOptions {
+    let mut options = HostOptions::new(workspace_root().join("spin.toml"));
+    options.runtime_config = Some(workspace_root().join("infra/runtime-config/local.toml"));
+    for (name, value) in test_env() {
+        options = options.env(&name, value);
+    }
+    options
+}
+
+/// Connects to the test MariaDB as its admin (root on loopback), to check rows.
+pub async fn admin_db() -> mysql_async::Conn {
+    mysql_async::Conn::from_url("mysql://root@127.0.0.1:3306").await.expect("MariaDB runs on 127.0.0.1:3306")
+}
+
+impl Host {
+    /// A component's own log lines (its stdout, one JSON object per line),
+    /// waiting briefly for lines still in flight.
+    pub async fn component_logs(&self, component: &str) -> Vec<serde_json::Value> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let path = self.state_dir.join(format!("logs/{component}_stdout.txt"));
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Everything the host and its components wrote: stdout, stderr and every log file.
+    pub fn all_output(&self) -> String {
+        let mut text = self.log_lines().join("\n");
+        text.push('\n');
+        text.push_str(&self.stderr_lines().join("\n"));
+        if let Ok(entries) = std::fs::read_dir(self.state_dir.join("logs")) {
+            for entry in entries.flatten() {
+                text.push('\n');
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
+    }
+
+    /// Sends JSON with `Content-Type: application/json`, and a token when given.
+    pub async fn send_json(&self, method: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> Reply {
+        let authorization = token.map(|t| format!("Token {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(value) = &authorization {
+            headers.push(("authorization", value.as_str()));
+        }
+        self.request(method, path, &headers, body.to_string()).await
+    }
+
+    /// Sends a request without a body, with a token when given.
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>) -> Reply {
+        let authorization = token.map(|t| format!("Token {t}"));
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|v| ("authorization", v.as_str())).collect();
+        self.request(method, path, &headers, "").await
+    }
+}
+
 /// Runs `check` twice: with Spin's instance reuse (the default) and with reuse off.
 pub async fn with_and_without_reuse<F, Fut>(options: HostOptions, check: F)
 where

@@ -146,98 +146,127 @@ pub async fn current(app: &App, request: Request) -> Result<Response, ApiError> 
 
 /// Changes any of `username`, `email`, `password`, `bio`, `image`. A
 /// password change bumps the token version (every older token stops
-/// working) and returns a new token.
+/// working) and returns a new token. `bio` or `image` set to `null` clears it.
 pub async fn update(app: &App, request: Request) -> Result<Response, ApiError> {
-    let caller = app.caller(request.headers()).await?;
+    // The token is checked here; its version is checked against the row
+    // locked below, so no separate statement reads the user first.
+    let identity = app.identity(request.headers())?;
+    let token = shared::auth::bearer_token(request.headers())?.unwrap_or_default().to_string();
     let body = read_json(request, BODY_LIMIT).await?;
-    let mut fields = wrapped(&body, "user")?;
-    let username = fields.optional_string("username");
-    let email = fields.optional_string("email");
-    let new_password = fields.optional_string("password");
-    let bio = fields.optional_string("bio");
-    let image = fields.optional_string("image");
-    // Clients often send back the whole user object they were given, token included.
-    fields.reject_unknown(&["username", "email", "password", "bio", "image", "token"]);
-    let mut errors = std::mem::take(&mut fields.errors);
+    let changes = Changes::parse(&body)?;
 
-    let mut updated = caller.user.clone();
-    let mut required = |field: &str, value: Update<String>, target: &mut String, problem: fn(&str) -> Option<String>| {
-        match value {
-            Update::Absent => {}
-            Update::Null => errors.add(field, "can't be blank"),
-            Update::Set(value) => {
-                let value = value.trim().to_string();
-                check(&mut errors, field, problem(&value));
-                *target = value;
-            }
-        }
-    };
-    required("username", username, &mut updated.username, text::username_problem);
-    required("email", email, &mut updated.email, text::email_problem);
-    let mut optional = |field: &str, value: Update<String>, target: &mut String, problem: fn(&str) -> Option<String>| {
-        match value {
-            Update::Absent => {}
-            Update::Null => target.clear(),
-            Update::Set(value) => {
-                check(&mut errors, field, problem(&value));
-                *target = value;
-            }
-        }
-    };
-    optional("bio", bio, &mut updated.bio, text::bio_problem);
-    optional("image", image, &mut updated.image, text::image_problem);
-    let new_password = match new_password {
-        Update::Set(password) => {
-            check(&mut errors, "password", text::password_problem(&password));
-            Some(password)
-        }
-        Update::Absent | Update::Null => None,
-    };
-    errors.into_result()?;
-
-    let password_hash = match &new_password {
+    // Hashing takes tens of milliseconds: do it before any row is locked.
+    let password_hash = match &changes.password {
         Some(password) => Some(password::hash(password).map_err(ApiError::Internal)?),
         None => None,
     };
-    let change = UserUpdate {
-        username: &updated.username,
-        email: &updated.email,
-        bio: &updated.bio,
-        image: &updated.image,
-        password_hash: password_hash.as_deref(),
-        now: shared::time::now_micros(),
-    };
+    let now = shared::time::now_micros();
 
-    let saved = app
+    let user = app
         .db
         .transaction(async |tx| {
-            // Lock, then check: a password change racing this update must not be undone by it.
-            let current = store::lock_user(tx, &caller.user.id)
+            let current = store::lock_user(tx, &identity.user_id)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
-            check_version(&caller.identity, &current)?;
-            let (username_key, email_key) = (text::normalised_key(change.username), text::normalised_key(change.email));
-            let keys_changed = username_key != text::normalised_key(&current.username)
-                || email_key != text::normalised_key(&current.email);
-            if keys_changed {
+            check_version(&identity, &current)?;
+            let updated = changes.apply(&current, password_hash.is_some());
+
+            let keys = |user: &User| (text::normalised_key(&user.username), text::normalised_key(&user.email));
+            if keys(&updated) != keys(&current) {
+                let (username_key, email_key) = keys(&updated);
                 let (username_taken, email_taken) = store::taken(tx, &username_key, &email_key, &current.id).await?;
                 taken_errors(username_taken, email_taken)?;
             }
+            let change = UserUpdate {
+                username: &updated.username,
+                email: &updated.email,
+                bio: &updated.bio,
+                image: &updated.image,
+                password_hash: password_hash.as_deref(),
+                now,
+            };
             store::update_user(tx, &current.id, &change).await.map_err(|error| match duplicate_field(&error) {
                 Some(field) => ApiError::invalid(field, "has already been taken"),
                 None => error.into(),
             })?;
-            Ok(current)
+            Ok(updated)
         })
         .await?;
 
-    let user = User {
-        token_version: saved.token_version + u64::from(password_hash.is_some()),
-        granted_roles: saved.granted_roles,
-        ..updated
-    };
-    let token = if password_hash.is_some() { app.issue_token(&user)? } else { caller.token };
+    let token = if password_hash.is_some() { app.issue_token(&user)? } else { token };
     Ok(user_response(StatusCode::OK, &user, &token))
+}
+
+/// The validated fields of a `PUT /api/user` body.
+struct Changes {
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    bio: Update<String>,
+    image: Update<String>,
+}
+
+impl Changes {
+    fn parse(body: &Value) -> Result<Self, ApiError> {
+        let mut fields = wrapped(body, "user")?;
+        let username = fields.optional_string("username");
+        let email = fields.optional_string("email");
+        let password = fields.optional_string("password");
+        let bio = fields.optional_string("bio");
+        let image = fields.optional_string("image");
+        // Clients often send back the whole user object they were given, token included.
+        fields.reject_unknown(&["username", "email", "password", "bio", "image", "token"]);
+        let mut errors = std::mem::take(&mut fields.errors);
+
+        let mut required = |field: &str, value: Update<String>, problem: fn(&str) -> Option<String>| match value {
+            Update::Absent => None,
+            Update::Null => {
+                errors.add(field, "can't be blank");
+                None
+            }
+            Update::Set(value) => {
+                let value = value.trim().to_string();
+                check(&mut errors, field, problem(&value));
+                Some(value)
+            }
+        };
+        let username = required("username", username, text::username_problem);
+        let email = required("email", email, text::email_problem);
+        // A null password means "unchanged", as when the field is absent.
+        let password = match password {
+            Update::Set(password) => {
+                check(&mut errors, "password", text::password_problem(&password));
+                Some(password)
+            }
+            Update::Absent | Update::Null => None,
+        };
+        if let Update::Set(bio) = &bio {
+            check(&mut errors, "bio", text::bio_problem(bio));
+        }
+        if let Update::Set(image) = &image {
+            check(&mut errors, "image", text::image_problem(image));
+        }
+        errors.into_result()?;
+        Ok(Self { username, email, password, bio, image })
+    }
+
+    /// The user after these changes.
+    fn apply(&self, current: &User, password_changed: bool) -> User {
+        let cleared_or = |update: &Update<String>, current: &str| match update {
+            Update::Absent => current.to_string(),
+            Update::Null => String::new(),
+            Update::Set(value) => value.clone(),
+        };
+        User {
+            id: current.id.clone(),
+            username: self.username.clone().unwrap_or_else(|| current.username.clone()),
+            email: self.email.clone().unwrap_or_else(|| current.email.clone()),
+            bio: cleared_or(&self.bio, &current.bio),
+            image: cleared_or(&self.image, &current.image),
+            token_version: current.token_version + u64::from(password_changed),
+            granted_roles: current.granted_roles.clone(),
+        }
+    }
 }
 
 /// The contract's profile object.
