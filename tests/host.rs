@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use conduit_tests::{Host, HostOptions, LoopbackServer, Reply, scratch_dir, unique, wasm_path, with_and_without_reuse, workspace_root};
+use conduit_tests::{
+    Host, HostOptions, LoopbackServer, Reply, app_options, scratch_dir, unique, wasm_path, with_and_without_reuse,
+    workspace_root,
+};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 
@@ -677,11 +680,7 @@ async fn variables_resolve_and_report_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn app_health_routes_answer() {
-    let host = Host::start(
-        HostOptions::new(workspace_root().join("spin.toml"))
-            .arg("--runtime-config-file")
-            .arg(workspace_root().join("infra/runtime-config/local.toml").display().to_string()),
-    );
+    let host = Host::start(app_options());
 
     assert_eq!(host.get("/nowhere").await.status, 404);
     let unmatched = host.request_logs().await;

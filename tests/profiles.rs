@@ -528,3 +528,39 @@ async fn each_request_logs_its_route_and_statement_count_and_no_personal_data() 
         assert!(!output.contains(secret), "the logs contain {secret:?}");
     }
 }
+
+#[tokio::test]
+async fn a_locked_row_is_retried_and_a_row_locked_too_long_gets_503() {
+    let host = Host::start(app_options());
+    let username = name("lock");
+    let token = registered(&host, &username).await;
+    let mut holder = admin_db().await;
+    let lock_row = "SELECT id FROM conduit_test_profiles.users WHERE username = ? FOR UPDATE";
+
+    // Held a little longer than one lock wait (2 s): the second attempt gets the row.
+    holder.query_drop("START TRANSACTION").await.unwrap();
+    holder.exec_drop(lock_row, (&username,)).await.unwrap();
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+        holder.query_drop("COMMIT").await.unwrap();
+    };
+    let (retried, ()) = tokio::join!(update_user(&host, &token, json!({"bio": "after a wait"})), release);
+
+    // Held for longer than every attempt together: 503, and nothing is written.
+    holder.query_drop("START TRANSACTION").await.unwrap();
+    holder.exec_drop(lock_row, (&username,)).await.unwrap();
+    let busy = update_user(&host, &token, json!({"bio": "never written"})).await;
+    holder.query_drop("COMMIT").await.unwrap();
+    let after = current_user(&host, &token).await;
+
+    assert_eq!(retried.status, 200, "{}", retried.text());
+    assert_eq!(retried.json()["user"]["bio"], "after a wait");
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert_eq!(busy.header("retry-after"), Some("2"));
+    assert_eq!(after.json()["user"]["bio"], "after a wait");
+    let logs = host.component_logs("profiles").await;
+    let puts: Vec<&Value> = logs.iter().filter(|l| l["method"] == "PUT").collect();
+    assert_eq!(puts[0]["db_retries"], 1, "{puts:?}");
+    assert_eq!(puts[1]["db_retries"], 2);
+    assert!(puts[1]["error"].as_str().unwrap().contains("server error 1205"), "{puts:?}");
+}

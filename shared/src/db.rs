@@ -437,7 +437,8 @@ impl Db {
 
     /// Runs `body` in a transaction and commits it. On a deadlock or lock
     /// wait timeout the whole transaction is rolled back and run again, up to
-    /// [`TRANSACTION_ATTEMPTS`] times. Any other error rolls back and is returned.
+    /// [`TRANSACTION_ATTEMPTS`] times; after that the request gets 503 with
+    /// `Retry-After`. Any other error rolls back and is returned.
     ///
     /// `body` gets a [`Tx`], which offers only statements on this
     /// transaction's connection. It must await nothing else, so that row
@@ -457,7 +458,10 @@ impl Db {
                     spin_sdk::time::sleep(std::time::Duration::from_millis(pause)).await;
                     attempt += 1;
                 }
-                Err(TxFailure::Retryable(error)) => return Err(error.into()),
+                // Still contended after every attempt: the database is busy, not broken.
+                Err(TxFailure::Retryable(error)) => {
+                    return Err(ApiError::Unavailable(format!("{error} after {TRANSACTION_ATTEMPTS} attempts")));
+                }
                 Err(TxFailure::Failed(error)) => return Err(error),
             }
         }
