@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use conduit_tests::{Host, HostOptions, wasm_path, workspace_root};
+use conduit_tests::{Host, HostOptions, app_options, wasm_path, workspace_root};
 
 const WARM_UP: usize = 200;
 const SAMPLES: usize = 3_000;
@@ -68,9 +68,7 @@ async fn main() {
     let mut startups = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();
-        let host = Host::start(HostOptions::new(workspace_root().join("spin.toml")).arg("--runtime-config-file").arg(
-            workspace_root().join("infra/runtime-config/local.toml").display().to_string(),
-        ));
+        let host = Host::start(app_options());
         startups.push(started.elapsed());
         drop(host);
     }

@@ -62,7 +62,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                    `conduit-admin`, e.g. --prefix; see `conduit-admin --help`)
   test [-- ARGS]   build, start MariaDB and Redis if needed, migrate fresh test
                    schemas, run every test
-  bench            build, then print the host's start-up time and request latency";
+  bench            build, then print the host's start-up time and request latency,
+                   and the profiles routes' latency and statement counts";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
@@ -164,12 +165,7 @@ fn test(args: &[String]) -> Result<()> {
     run(cargo().args(["build", "--release", "--target", WASM_TARGET, "-p", "fixture"]))?;
     ensure_mariadb()?;
     ensure_redis()?;
-    // Fresh test schemas, then a second run that must find nothing to do.
-    let test_env = read_env_file(&root().join(TEST_ENV))?;
-    run(Command::new(admin_binary()).envs(&test_env).arg("reset"))?;
-    for _ in 0..2 {
-        run(Command::new(admin_binary()).envs(&test_env).args(["migrate", "--env-file", TEST_ENV]))?;
-    }
+    prepare_test_database()?;
     let mut command = cargo();
     command.args(["test", "--release"]);
     command.args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p]));
@@ -177,16 +173,35 @@ fn test(args: &[String]) -> Result<()> {
     run(&mut command)
 }
 
+/// Drops and re-creates the test schemas with the known test secrets, then
+/// migrates a second time, which must find nothing to do.
+fn prepare_test_database() -> Result<()> {
+    let test_env = read_env_file(&root().join(TEST_ENV))?;
+    let admin = || {
+        let mut command = Command::new(admin_binary());
+        command.envs(test_env.iter().map(|(k, v)| (k, v)));
+        command
+    };
+    run(admin().arg("reset"))?;
+    for _ in 0..2 {
+        run(admin().args(["migrate", "--env-file", TEST_ENV]))?;
+    }
+    Ok(())
+}
+
 fn bench() -> Result<()> {
     build()?;
     run(cargo().args(["build", "--release", "--target", WASM_TARGET, "-p", "fixture"]))?;
+    ensure_mariadb()?;
     ensure_redis()?;
+    prepare_test_database()?;
     // Built with the same packages as `build` and `test`, so nothing is rebuilt
     // with other dependency features.
     run(cargo()
         .args(["build", "--release", "--examples"])
         .args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p])))?;
-    run(&mut Command::new(root().join("target/release/examples/bench_host")))
+    run(&mut Command::new(root().join("target/release/examples/bench_host")))?;
+    run(&mut Command::new(root().join("target/release/examples/bench_profiles")))
 }
 
 /// Reads `NAME=value` lines; `#` starts a comment line.
