@@ -5,7 +5,7 @@
 //! that schema, then applies the component's pending migrations from
 //! `infra/mysql/<component>/`. It is safe to run again: what exists is kept,
 //! applied migrations are skipped (and checked against their checksums),
-//! passwords and grants are set to what the configuration says. Runs are
+//! passwords and grants are reset to the configured values. Runs are
 //! serialised by a server lock.
 //!
 //! `reset` drops the schemas and users of a test prefix, for a fresh test run.
@@ -55,7 +55,7 @@ struct Cli {
 enum Command {
     /// Create schemas and runtime users, set grants, apply pending migrations.
     Migrate {
-        /// Where `<component>/NNNN_name.sql` files live.
+        /// Directory of the `<component>/NNNN_name.sql` files.
         #[arg(long, default_value = "infra/mysql")]
         migrations: PathBuf,
         /// Read `SPIN_VARIABLE_*` values not in the environment from this file.
@@ -106,7 +106,7 @@ async fn migrate(conn: &mut Conn, prefix: &str, dir: &std::path::Path, env_file:
     let env_file_values = read_env_file(env_file)?;
     let locked: Option<i64> = conn.exec_first("SELECT GET_LOCK(?, 60)", (LOCK_NAME,)).await?;
     if locked != Some(1) {
-        bail!("another migration run holds the lock `{LOCK_NAME}`; try again when it ends");
+        bail!("timed out after 60 s waiting for the lock `{LOCK_NAME}` held by another migration run; retry when it ends");
     }
 
     let mut outcome = Ok(());
@@ -192,7 +192,7 @@ async fn reset(conn: &mut Conn, prefix: &str, user_host: &str) -> Result<()> {
     Ok(())
 }
 
-/// The error code of a server error, or the error's kind; never the server's text.
+/// Describes a server error by its code, any other by its kind, never by the server's text.
 fn server_code(error: &mysql_async::Error) -> String {
     match error {
         mysql_async::Error::Server(server) => format!("server error {}", server.code),

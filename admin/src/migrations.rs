@@ -16,7 +16,7 @@ pub struct Migration {
     pub checksum: String,
 }
 
-/// A migration the database says it has applied.
+/// A migration recorded as applied in `schema_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub version: u32,
@@ -58,8 +58,8 @@ fn parse(stem: &str, sql: String) -> Result<Migration> {
     Ok(Migration { version: version.parse()?, name: name.to_string(), sql, checksum })
 }
 
-/// What to apply, in order. Fails when an applied migration's file is gone or
-/// changed: applied migrations are history and are never edited.
+/// Lists what to apply, in order. Fails when an applied migration's file is
+/// gone or changed, because applied migrations are history and are never edited.
 pub fn pending<'a>(available: &'a [Migration], applied: &[Applied]) -> Result<Vec<&'a Migration>> {
     for done in applied {
         match available.iter().find(|m| m.version == done.version) {
@@ -82,7 +82,7 @@ mod tests {
     }
 
     #[test]
-    fn only_unapplied_migrations_are_pending_in_order() {
+    fn pending_keeps_version_order() {
         let available = [migration(1, "a"), migration(2, "b"), migration(3, "c")];
         let applied = [Applied { version: 1, checksum: checksum("a") }];
 
@@ -92,7 +92,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_or_missing_applied_migration_is_an_error() {
+    fn pending_rejects_edited_history() {
         let available = [migration(1, "a changed")];
 
         let changed = pending(&available, &[Applied { version: 1, checksum: checksum("a") }]).unwrap_err();
@@ -103,7 +103,7 @@ mod tests {
     }
 
     #[test]
-    fn file_names_carry_a_four_digit_version() {
+    fn file_name_needs_version() {
         assert_eq!(parse("0007_add_index", String::new()).unwrap().version, 7);
         assert!(parse("7_add_index", String::new()).is_err());
         assert!(parse("0007", String::new()).is_err());
@@ -111,7 +111,7 @@ mod tests {
     }
 
     #[test]
-    fn the_repository_migrations_parse() {
+    fn repository_migrations_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/mysql/profiles");
 
         let migrations = discover(&root).unwrap();

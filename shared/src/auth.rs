@@ -1,7 +1,7 @@
 //! User tokens: EdDSA (Ed25519) JWTs issued by profiles and verified by every
-//! component. The algorithm is pinned by the key type (a token whose header
-//! names any other algorithm, `none` included, fails), `iss`, `aud` and `exp`
-//! are required and checked with a small explicit leeway, the subject is the
+//! component. The key type pins the algorithm, so a token whose header names
+//! any other algorithm (`none` included) fails. `iss`, `aud` and `exp` are
+//! required and checked with a small explicit leeway. The subject is the
 //! user's id, and `ver` carries the user's token version: a password change
 //! bumps the version, so every older token stops working.
 
@@ -36,7 +36,7 @@ pub struct UserClaims {
     pub roles: Vec<String>,
 }
 
-/// Who a verified token speaks for.
+/// The user a verified token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user_id: String,
@@ -53,7 +53,7 @@ impl Identity {
 /// The key that signs user tokens (its public half verifies them).
 pub type SigningKey = Ed25519KeyPair;
 
-/// Where tokens come from and whom they are for.
+/// The issuer, audience and lifetime of user tokens.
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
     pub issuer: String,
@@ -77,6 +77,28 @@ pub fn signing_key(variable: &str, seed_hex: &Secret) -> Result<Ed25519KeyPair, 
     Ed25519KeyPair::from_bytes(&key_pair[..]).map_err(|_| problem())
 }
 
+thread_local! {
+    /// The last key derived, with the seed it came from. A component instance
+    /// serves many requests (Spin reuses it up to 128 times), and deriving the
+    /// public key costs a scalar multiplication, so the key is derived once
+    /// per seed. It is the same for every request, as globals must be.
+    static DERIVED_KEY: std::cell::RefCell<Option<(String, std::rc::Rc<SigningKey>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Returns [`signing_key`] for this seed, derived once per instance and seed.
+pub fn cached_signing_key(variable: &str, seed_hex: &Secret) -> Result<std::rc::Rc<SigningKey>, ConfigError> {
+    let cached = DERIVED_KEY.with_borrow(|cached| {
+        cached.as_ref().filter(|(seed, _)| seed == seed_hex.expose()).map(|(_, key)| key.clone())
+    });
+    if let Some(key) = cached {
+        return Ok(key);
+    }
+    let key = std::rc::Rc::new(signing_key(variable, seed_hex)?);
+    DERIVED_KEY.set(Some((seed_hex.expose().to_string(), key.clone())));
+    Ok(key)
+}
+
 /// Signs a token for `identity`.
 pub fn issue(key: &Ed25519KeyPair, settings: &TokenSettings, identity: &Identity) -> Result<String, anyhow::Error> {
     let custom = UserClaims { ver: identity.token_version, roles: identity.roles.clone() };
@@ -87,8 +109,8 @@ pub fn issue(key: &Ed25519KeyPair, settings: &TokenSettings, identity: &Identity
     key.sign(claims)
 }
 
-/// Why a token was refused. The client always sees one generic message; the
-/// reason is for tests and never includes the token.
+/// The reason a token was rejected. The client sees one message per reason,
+/// and no reason includes the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
     /// Bad signature, wrong algorithm, wrong issuer or audience, too long, unparsable.
@@ -121,9 +143,9 @@ pub fn verify(key: &Ed25519PublicKey, settings: &TokenSettings, token: &str) -> 
     Ok(Identity { user_id, token_version: claims.custom.ver, roles: claims.custom.roles })
 }
 
-/// The token of the request's `Authorization` header (`Token <jwt>`, as the
-/// RealWorld contract says, or `Bearer <jwt>`). `Ok(None)` when there is no
-/// header; 401 when it is malformed or repeated.
+/// Extracts the token of the request's `Authorization` header: `Token <jwt>`
+/// (the RealWorld form) or `Bearer <jwt>`. Returns `Ok(None)` without the
+/// header, and 401 when it is malformed or repeated.
 pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else { return Ok(None) };
@@ -158,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn issued_tokens_verify_with_the_public_key() {
+    fn issued_token_verifies() {
         let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
 
         let token = issue(&key, &settings(), &alice()).unwrap();
@@ -167,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn wrong_audience_issuer_and_key_are_invalid() {
+    fn foreign_tokens_are_invalid() {
         let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
         let other_key = Ed25519KeyPair::generate();
         let token = issue(&key, &settings(), &alice()).unwrap();
@@ -182,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn expiry_allows_only_the_small_leeway() {
+    fn expiry_leeway_is_small() {
         let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
         let mut claims = Claims::with_custom_claims(alice_claims(), Duration::from_secs(60))
             .with_issuer("conduit")
@@ -201,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn alg_none_is_refused() {
+    fn alg_none_is_rejected() {
         let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
         let token = issue(&key, &settings(), &alice()).unwrap();
         let payload = token.split('.').nth(1).unwrap();
@@ -212,7 +234,19 @@ mod tests {
     }
 
     #[test]
-    fn seeds_must_be_32_bytes_of_hex() {
+    fn derived_key_is_cached_per_seed() {
+        let other_seed = Secret::new("1f".repeat(32));
+
+        let first = cached_signing_key("user_token_key", &Secret::new(SEED)).unwrap();
+        let again = cached_signing_key("user_token_key", &Secret::new(SEED)).unwrap();
+        let other = cached_signing_key("user_token_key", &other_seed).unwrap();
+
+        assert!(std::rc::Rc::ptr_eq(&first, &again));
+        assert_ne!(first.public_key().to_bytes(), other.public_key().to_bytes());
+    }
+
+    #[test]
+    fn seed_must_be_hex() {
         let error = signing_key("user_token_key", &Secret::new("abc")).unwrap_err();
 
         assert!(error.to_string().starts_with("variable `user_token_key` must be"));

@@ -15,7 +15,7 @@ impl Secret {
         Self(value.into())
     }
 
-    /// The value itself, for the one place that needs it (a connection, a key).
+    /// Returns the value itself, for the one place that needs it (a connection, a key).
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -64,7 +64,7 @@ pub async fn required(name: &str) -> Result<String, ConfigError> {
     }
 }
 
-/// Reads a variable that must be set and holds a secret.
+/// Reads a variable that must be set and contains a secret.
 pub async fn required_secret(name: &str) -> Result<Secret, ConfigError> {
     required(name).await.map(Secret::new)
 }
@@ -111,7 +111,7 @@ mod tests {
     }
 
     #[test]
-    fn parse_errors_name_the_variable_but_not_the_value() {
+    fn parse_error_hides_value() {
         let error = parse::<u32>("access_token_ttl_seconds", "ten minutes").unwrap_err();
 
         assert_eq!(error.to_string(), "variable `access_token_ttl_seconds` is not a valid u32");

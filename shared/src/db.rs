@@ -45,12 +45,12 @@ pub mod codes {
     pub const DEADLOCK: u16 = 1213;
 }
 
-/// What went wrong, as far as the caller needs to know.
+/// The kind of a database failure, as far as the caller needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbErrorKind {
     /// The server could not be reached or the connection broke: a 503.
     Unavailable,
-    /// The server rejected a statement; `code` says why.
+    /// The server rejected a statement, and `code` gives the reason.
     Server,
     /// A column could not be decoded into the requested type.
     Decode,
@@ -74,7 +74,7 @@ impl DbError {
         self.kind
     }
 
-    /// The MySQL server error code, when the server sent one.
+    /// Returns the MySQL server error code, when the server sent one.
     pub fn code(&self) -> Option<u16> {
         self.code
     }
@@ -437,7 +437,7 @@ impl Db {
 
     /// Runs `body` in a transaction and commits it. On a deadlock or lock
     /// wait timeout the whole transaction is rolled back and run again, up to
-    /// [`TRANSACTION_ATTEMPTS`] times; after that the request gets 503 with
+    /// [`TRANSACTION_ATTEMPTS`] times. After that the request gets 503 with
     /// `Retry-After`. Any other error rolls back and is returned.
     ///
     /// `body` gets a [`Tx`], which offers only statements on this
@@ -523,8 +523,8 @@ pub struct Tx<'a> {
     db: &'a Db,
 }
 
-/// What both a [`Db`] and a [`Tx`] can run, so a component's store functions
-/// work inside and outside transactions.
+/// The statements both a [`Db`] and a [`Tx`] run, so a component's store
+/// functions work inside and outside transactions.
 // Async functions in this trait are used only with static dispatch inside
 // one-threaded components, so their futures need no `Send` bound.
 #[allow(async_fn_in_trait)]
@@ -558,7 +558,7 @@ impl Statements for Tx<'_> {
     }
 }
 
-/// A statement's first word, upper-cased, as its label in errors ("SELECT").
+/// Returns a statement's first word, its label in errors ("SELECT").
 fn first_word(statement: &str) -> &str {
     let trimmed = statement.trim_start();
     let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
@@ -584,7 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_key_names_the_index_and_display_hides_the_message() {
+    fn duplicate_key_hides_message() {
         let error = DbError::from_wit(WitError::QueryFailed(DUPLICATE.into()), "INSERT");
 
         assert_eq!(error.kind(), DbErrorKind::Server);
@@ -596,7 +596,7 @@ mod tests {
     }
 
     #[test]
-    fn mysql_8_duplicate_key_names_are_stripped_of_the_table() {
+    fn duplicate_key_drops_table_name() {
         let text = r#"Server(ServerError { code: 1062, message: "Duplicate entry 'a' for key 'users.users_email_key'", state: "23000" })"#;
 
         let error = DbError::from_wit(WitError::QueryFailed(text.into()), "UPDATE");
@@ -632,7 +632,7 @@ mod tests {
     }
 
     #[test]
-    fn text_is_decoded_from_bytes_and_integers_from_any_width() {
+    fn row_decodes_bytes_and_integers() {
         let columns: Rc<[String]> = vec!["name".to_string(), "n".to_string(), "missing".to_string()].into();
         let row = Row::new(columns, vec![Value::Bytes("José".as_bytes().to_vec()), Value::Int(42), Value::Null]);
 

@@ -1,7 +1,7 @@
 //! The errors a route returns, one variant per status of the API's status
-//! table. Caller faults (4xx) carry a message meant for the client; our own
-//! faults (5xx) carry a cause for the log and reach the client only as a
-//! generic message and the request id.
+//! table. Caller faults (4xx) carry a message meant for the client. Our own
+//! faults (5xx) carry a cause for the log, and the client sees only a generic
+//! message and the request id.
 
 use std::fmt;
 
@@ -70,7 +70,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A 422 for one field.
+    /// Builds a 422 for one field.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         let mut fields = FieldErrors::new();
         fields.add(field, message);
@@ -93,8 +93,8 @@ impl ApiError {
         }
     }
 
-    /// The error envelope's messages: `body` always, plus one key per field at fault.
-    /// For 5xx the messages are generic and carry the request id.
+    /// Builds the error envelope: `body` always, plus one key per field at
+    /// fault. For 5xx the messages are generic and carry the request id.
     pub fn envelope(&self, request_id: &str) -> serde_json::Value {
         let mut errors = serde_json::Map::new();
         let body: Vec<String> = match self {
@@ -126,9 +126,9 @@ impl ApiError {
         serde_json::json!({ "errors": errors })
     }
 
-    /// What the log records about this error. For 5xx it is the cause chain,
-    /// which the code building it keeps free of personal data and server
-    /// messages; for 4xx the client's message is enough.
+    /// Returns what the log records about this error: the cause chain for
+    /// 5xx, nothing for 4xx. The code that builds a cause keeps it free of
+    /// personal data and server messages.
     pub fn log_cause(&self) -> Option<String> {
         match self {
             Self::Unavailable(cause) => Some(cause.clone()),
@@ -145,8 +145,8 @@ impl fmt::Display for ApiError {
 }
 
 impl From<DbError> for ApiError {
-    /// An unreachable database is a 503; any other database failure is ours (500).
-    /// Call sites that expect a particular failure (a duplicate key) map it before this.
+    /// Maps an unreachable database to 503 and any other database failure to
+    /// 500. Call sites that expect a particular failure (a duplicate key) map it first.
     fn from(error: DbError) -> Self {
         if error.is_unavailable() {
             Self::Unavailable(error.to_string())
@@ -167,7 +167,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn validation_envelope_names_every_field_and_keeps_body() {
+    fn validation_envelope_names_fields() {
         let mut fields = FieldErrors::new();
         fields.add("username", "has already been taken");
         fields.add("email", "is invalid");
@@ -186,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn internal_errors_reach_the_client_only_as_a_request_id() {
+    fn internal_error_shows_request_id_only() {
         let error = ApiError::Internal(anyhow::anyhow!("secret detail"));
 
         let text = error.envelope("req-7").to_string();

@@ -24,10 +24,10 @@ pub type Response = http::Response<FullBody<Bytes>>;
 /// The header that carries the request id back to the client.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The largest JSON body a route accepts unless it says otherwise.
+/// The default maximum size of a JSON body, for routes that set none.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
-/// What a handler knows about the request it serves, besides the request.
+/// The request context a handler gets next to the request.
 pub struct Ctx {
     pub component: &'static str,
     /// Generated for every request, returned in `x-request-id` and logged.
@@ -107,7 +107,7 @@ pub async fn serve(
     response
 }
 
-/// The response for an error: the envelope, plus `Allow` or `Retry-After` where the status needs one.
+/// Builds the response for an error: the envelope, plus `Allow` or `Retry-After` where the status needs one.
 pub fn error_response(error: &ApiError, request_id: &str) -> Response {
     let mut response = json(error.status(), &error.envelope(request_id));
     match error {
@@ -237,7 +237,7 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if is_json { Ok(()) } else { Err(ApiError::UnsupportedMediaType) }
 }
 
-/// Parses a JSON body; the error says where parsing stopped, never what the body held.
+/// Parses a JSON body. The error gives where parsing stopped, never what the body contained.
 pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(body).map_err(|error| {
         ApiError::BadRequest(format!(
@@ -295,7 +295,8 @@ mod tests {
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
         let text = body_text(response);
-        assert!(text.contains("r9") && !text.contains("database"), "{text}");
+        assert!(text.contains("r9"), "{text}");
+        assert!(!text.contains("database"), "{text}");
     }
 
     #[test]

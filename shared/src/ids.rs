@@ -24,7 +24,7 @@ pub fn random_hex(len: usize) -> String {
     hex(&bytes)
 }
 
-/// A new UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits,
+/// Makes a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits,
 /// so ids sort by creation time and index well.
 pub fn uuid_v7() -> String {
     uuid_v7_at(crate::time::now_micros() / 1000)
@@ -40,7 +40,7 @@ fn uuid_v7_at(unix_millis: i64) -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
-/// Whether `text` is a UUID in the canonical lower-case form this module writes.
+/// Checks whether `text` is a UUID in the canonical lower-case form this module writes.
 pub fn is_uuid(text: &str) -> bool {
     text.len() == 36
         && text.char_indices().all(|(i, c)| {

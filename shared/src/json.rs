@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldErrors};
 
-/// The object under `key` in a body such as `{"user": {...}}`.
+/// Returns the object under `key` in a body such as `{"user": {...}}`.
 pub fn wrapped<'a>(body: &'a Value, key: &str) -> Result<Fields<'a>, ApiError> {
     match body.get(key) {
         Some(Value::Object(map)) => Ok(Fields { map, errors: FieldErrors::new() }),
@@ -20,7 +20,7 @@ pub struct Fields<'a> {
     pub errors: FieldErrors,
 }
 
-/// What a body said about an optional field.
+/// The state of an optional field in a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update<T> {
     /// The field was not sent: leave the value alone.
@@ -31,7 +31,7 @@ pub enum Update<T> {
 }
 
 impl Fields<'_> {
-    /// A string that must be present and not `null`.
+    /// Reads a string that must be present and not `null`.
     pub fn required_string(&mut self, field: &str) -> Option<String> {
         match self.map.get(field) {
             None | Some(Value::Null) => {
@@ -46,7 +46,7 @@ impl Fields<'_> {
         }
     }
 
-    /// A string that may be absent or `null`.
+    /// Reads a string that may be absent or `null`.
     pub fn optional_string(&mut self, field: &str) -> Update<String> {
         match self.map.get(field) {
             None => Update::Absent,
@@ -82,7 +82,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_problem_is_reported_at_once() {
+    fn fields_report_every_problem() {
         let body = json!({"user": {"username": null, "email": 5, "roles": ["admin"], "bio": null}});
         let mut fields = wrapped(&body, "user").unwrap();
 
@@ -107,7 +107,7 @@ mod tests {
     }
 
     #[test]
-    fn the_wrapper_object_is_required() {
+    fn wrapper_object_is_required() {
         assert!(matches!(wrapped(&json!({}), "user"), Err(ApiError::Validation(_))));
         assert!(matches!(wrapped(&json!({"user": "x"}), "user"), Err(ApiError::Validation(_))));
     }

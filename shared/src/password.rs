@@ -3,8 +3,8 @@
 //! Parameters: 19 MiB of memory, 2 passes, 1 lane, OWASP's current minimum for
 //! Argon2id (Password Storage Cheat Sheet). They are stored in each hash (PHC
 //! string format), so raising them later leaves existing hashes verifiable.
-//! A hash takes tens of milliseconds and never awaits, so it holds the other
-//! requests of its instance for that long; docs/architecture.md says more.
+//! A hash takes tens of milliseconds and never awaits, so the other requests
+//! of its instance wait that long (docs/architecture.md).
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -33,7 +33,7 @@ fn hash_with_salt(password: &str, salt: &[u8]) -> Result<String, anyhow::Error> 
     Ok(hash.to_string())
 }
 
-/// Whether `password` matches `stored`. A malformed stored hash never matches.
+/// Checks whether `password` matches `stored`. A malformed stored hash never matches.
 pub fn verify(password: &str, stored: &str) -> bool {
     match PasswordHash::new(stored) {
         Ok(parsed) => hasher().verify_password(password.as_bytes(), &parsed).is_ok(),
@@ -52,7 +52,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashes_are_argon2id_with_the_documented_parameters_and_verify() {
+    fn hash_uses_documented_parameters() {
         let stored = hash("correct horse").unwrap();
 
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
@@ -62,7 +62,7 @@ mod tests {
     }
 
     #[test]
-    fn salts_differ_between_hashes() {
+    fn salts_differ() {
         assert_ne!(hash("same").unwrap(), hash("same").unwrap());
     }
 }

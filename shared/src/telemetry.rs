@@ -1,4 +1,4 @@
-//! What a request leaves behind: one JSON log line with its route, status,
+//! The request log: one JSON log line per request with its route, status,
 //! latency, ids and the number of database statements and key-value calls it
 //! made. The counts come from the `db` and `kv` wrappers, so they exist on
 //! Spin as well as on the local host. No personal data is logged: routes
@@ -59,7 +59,7 @@ pub struct RequestLog<'a> {
 }
 
 impl RequestLog<'_> {
-    /// The log line, as one line of JSON.
+    /// Formats the log line as one line of JSON.
     pub fn line(&self) -> String {
         let mut line = json!({
             "ts": crate::time::rfc3339(crate::time::now_micros()),
@@ -90,7 +90,7 @@ impl RequestLog<'_> {
     }
 }
 
-/// The trace id of a valid W3C `traceparent` header
+/// Extracts the trace id of a valid W3C `traceparent` header
 /// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), if any.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.trim().split('-');
@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_line_carries_counts_and_no_path() {
+    fn log_line_has_counts_not_path() {
         let stats = Stats::default();
         stats.db_connection_opened();
         stats.db_statement();

@@ -319,7 +319,7 @@ impl LoopbackServer {
     }
 }
 
-/// The test suite's known secrets and schema prefix, from `tests/test.env`
+/// Reads the test suite's known secrets and schema prefix from `tests/test.env`
 /// (the values `cargo xtask test` migrated the test schemas with).
 pub fn test_env() -> Vec<(String, String)> {
     let path = workspace_root().join("tests/test.env");
@@ -333,7 +333,7 @@ pub fn test_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// One value of `tests/test.env`.
+/// Returns one value of `tests/test.env`.
 pub fn test_env_value(name: &str) -> String {
     test_env()
         .into_iter()
@@ -360,8 +360,8 @@ pub async fn admin_db() -> mysql_async::Conn {
 }
 
 impl Host {
-    /// A component's own log lines (its stdout, one JSON object per line),
-    /// waiting briefly for lines still in flight.
+    /// Reads a component's own log lines (its stdout, one JSON object per
+    /// line), waiting briefly for lines still in flight.
     pub async fn component_logs(&self, component: &str) -> Vec<serde_json::Value> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let path = self.state_dir.join(format!("logs/{component}_stdout.txt"));

@@ -1,5 +1,5 @@
-//! What every route of this component works with: the request context, the
-//! database and the token keys, read from the component's Spin variables.
+//! The state every route of this component uses: the database and the token
+//! keys, read from the component's Spin variables.
 
 use shared::ApiError;
 use shared::auth::{self, Identity, SigningKey, TokenError, TokenSettings};
@@ -12,7 +12,7 @@ use crate::store::{self, User};
 
 pub struct App {
     pub db: Db,
-    key: SigningKey,
+    key: std::rc::Rc<SigningKey>,
     tokens: TokenSettings,
 }
 
@@ -26,7 +26,7 @@ impl App {
     /// Reads the component's variables. A missing one is a 500 whose log line names it.
     pub async fn load(ctx: &Ctx) -> Result<Self, ApiError> {
         let db_url = config::required_secret("db_url").await?;
-        let key = auth::signing_key("token_key", &config::required_secret("token_key").await?)?;
+        let key = auth::cached_signing_key("token_key", &config::required_secret("token_key").await?)?;
         let tokens = TokenSettings {
             issuer: config::required("token_issuer").await?,
             audience: config::required("token_audience").await?,
@@ -40,15 +40,15 @@ impl App {
         auth::issue(&self.key, &self.tokens, &user.identity()).map_err(ApiError::Internal)
     }
 
-    /// The caller of a route that requires a token: 401 without one.
+    /// Authenticates the caller of a route that requires a token: 401 without one.
     pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         self.optional_caller(headers)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))
     }
 
-    /// The caller of a route where a token is optional. A token that is sent
-    /// must be valid: a bad one is a 401 even here.
+    /// Authenticates the caller of a route where a token is optional. A token
+    /// that is sent must be valid, so a bad one is a 401 even here.
     pub async fn optional_caller(&self, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
         let Some(token) = auth::bearer_token(headers)? else { return Ok(None) };
         let identity = self.verify(token)?;
@@ -80,7 +80,7 @@ impl App {
     }
 }
 
-/// A token issued before the user's last password change is revoked.
+/// Rejects a token issued before the user's last password change.
 pub fn check_version(identity: &Identity, user: &User) -> Result<(), ApiError> {
     if identity.token_version == user.token_version {
         Ok(())

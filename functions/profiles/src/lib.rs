@@ -28,7 +28,7 @@ enum Route {
 }
 
 impl Route {
-    /// The route's pattern, for the log line (never the path, which can hold a username).
+    /// Returns the route's pattern for the log line (never the path, which can contain a username).
     fn label(&self) -> &'static str {
         match self {
             Self::Register => "/api/users",

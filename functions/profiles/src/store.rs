@@ -70,8 +70,8 @@ pub async fn credentials_by_email(db: &impl Statements, email_key: &str) -> Resu
     }
 }
 
-/// Which of a username key and an email key are already taken (by anyone
-/// other than `except_id`).
+/// Checks which of a username key and an email key are already taken by
+/// anyone other than `except_id`.
 pub async fn taken(
     db: &impl Statements,
     username_key: &str,
@@ -158,7 +158,7 @@ pub struct Profile {
     pub following: bool,
 }
 
-/// The profile with `username_key`, with whether `viewer_id` follows it, in one statement.
+/// Reads the profile with `username_key`, and whether `viewer_id` follows it, in one statement.
 pub async fn profile(db: &impl Statements, username_key: &str, viewer_id: Option<&str>) -> Result<Option<Profile>, DbError> {
     let row = db
         .query_one(
@@ -195,7 +195,7 @@ pub async fn unfollow(db: &impl Statements, follower_id: &str, followee_id: &str
         .await
 }
 
-/// A statement that proves the database answers, for the health check.
+/// Runs a trivial query, for the health check.
 pub async fn ping(db: &impl Statements) -> Result<(), DbError> {
     db.query("SELECT 1 AS up", Vec::new()).await.map(|_| ())
 }

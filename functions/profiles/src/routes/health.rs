@@ -1,4 +1,4 @@
-//! `GET /health/profiles`: `up` when the database answers, `down` otherwise.
+//! `GET /health/profiles`: `up` when a query succeeds, `down` otherwise.
 //! The reason goes to the log line, never into the body.
 
 use shared::db::Db;

@@ -15,7 +15,7 @@ use crate::store::{self, NewUser, User, UserUpdate};
 /// Bodies of these routes are small; this leaves room for a long bio.
 const BODY_LIMIT: usize = 16 * 1024;
 
-/// The contract's user object. The token is the one the client sent or was just issued.
+/// Builds the contract's user object. The token is the one the client sent or was just issued.
 fn user_response(status: StatusCode, user: &User, token: &str) -> Response {
     no_store(json(
         status,
@@ -128,7 +128,7 @@ pub async fn login(app: &App, request: Request) -> Result<Response, ApiError> {
     }
     let credentials = store::credentials_by_email(&app.db, &text::normalised_key(email.trim())).await?;
     let Some(credentials) = credentials else {
-        // As slow as a wrong password, so the answer does not tell which emails exist.
+        // As slow as a wrong password, so the response time does not reveal which emails exist.
         password::verify_nothing(&password);
         return Err(refused());
     };
@@ -250,7 +250,7 @@ impl Changes {
         Ok(Self { username, email, password, bio, image })
     }
 
-    /// The user after these changes.
+    /// Returns the user after these changes.
     fn apply(&self, current: &User, password_changed: bool) -> User {
         let cleared_or = |update: &Update<String>, current: &str| match update {
             Update::Absent => current.to_string(),
@@ -269,7 +269,7 @@ impl Changes {
     }
 }
 
-/// The contract's profile object.
+/// Builds the contract's profile object.
 pub fn profile_json(username: &str, bio: &str, image: &str, following: bool) -> Value {
     json!({ "profile": { "username": username, "bio": bio, "image": image, "following": following } })
 }
