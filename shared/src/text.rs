@@ -28,7 +28,8 @@ pub fn username_problem(username: &str) -> Option<String> {
     if length == 0 {
         return Some("can't be blank".into());
     }
-    if length > USERNAME_MAX {
+    // The key must fit its column too, and NFKC can lengthen text (U+FDFA becomes 18 characters).
+    if length > USERNAME_MAX || normalised_key(username).chars().count() > USERNAME_MAX {
         return Some(format!("is too long (maximum is {USERNAME_MAX} characters)"));
     }
     if !username.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
@@ -43,7 +44,7 @@ pub fn email_problem(email: &str) -> Option<String> {
     if email.is_empty() {
         return Some("can't be blank".into());
     }
-    if email.chars().count() > EMAIL_MAX {
+    if email.chars().count() > EMAIL_MAX || normalised_key(email).chars().count() > EMAIL_MAX {
         return Some(format!("is too long (maximum is {EMAIL_MAX} characters)"));
     }
     let valid = match email.split_once('@') {
@@ -118,6 +119,7 @@ mod tests {
         assert!(username_problem("a/b").is_some());
         assert!(username_problem("a?b").is_some());
         assert!(username_problem(&"x".repeat(33)).is_some());
+        assert_eq!(username_problem("\u{fdfa}\u{fdfa}").as_deref(), Some("is too long (maximum is 32 characters)"));
     }
 
     #[test]
