@@ -704,6 +704,7 @@ async fn app_health_routes_answer() {
         let wrong_method = host.request("POST", &format!("/health/{component}"), &[], "").await;
 
         assert_eq!((reply.status, reply.text().as_str()), (200, "up"), "{component}");
+        assert!(reply.header("x-request-id").is_some(), "{component}: every response has a request id");
         assert_eq!((head.status, head.body.len()), (200, 0), "{component}: HEAD has no body");
         assert_eq!(wrong_method.status, 405, "{component}");
         assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"), "{component}");

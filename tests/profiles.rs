@@ -128,7 +128,13 @@ async fn register_login_current_user_round_trip() {
         assert_eq!((user["username"].as_str(), user["email"].as_str()), (Some(username.as_str()), Some(email.as_str())));
         assert_eq!((user["bio"].as_str(), user["image"].as_str()), (Some(""), Some("")), "unset bio and image are empty strings");
         assert_eq!(created.header("cache-control"), Some("no-store"));
-        assert!(created.header("x-request-id").is_some_and(|id| id.len() == 24));
+        let request_id = created.header("x-request-id").expect("every response has a request id");
+        assert_eq!(request_id.len(), 24);
+        let host_lines = host.request_logs().await;
+        assert!(
+            host_lines.iter().any(|l| l["request_id"] == request_id),
+            "the host's log line carries the component's request id: {host_lines:?}"
+        );
         assert_eq!(logged_in.status, 200, "{}", logged_in.text());
         assert_eq!(me.status, 200);
         assert_eq!(me.json()["user"]["username"], username.as_str());
@@ -170,6 +176,8 @@ async fn case_collides_but_accents_differ() {
     let upper = register(&host, &base.to_uppercase(), "other@example.test", PASSWORD).await;
     let accent = register(&host, &accented, &format!("accent-{base}@example.test"), PASSWORD).await;
     let email_case = register(&host, &name("x"), &email_of(&base).to_uppercase(), PASSWORD).await;
+    let decomposed_name = format!("{}e\u{301}", name("Zo"));
+    let decomposed = register(&host, &decomposed_name, &email_of(&name("nfd")), PASSWORD).await;
     let both = register(&host, &base.to_uppercase(), &email_of(&base).to_uppercase(), PASSWORD).await;
 
     assert_eq!(first.status, 201, "{}", first.text());
@@ -180,6 +188,9 @@ async fn case_collides_but_accents_differ() {
     assert_eq!(email_case.status, 422);
     assert_eq!(field_errors(&email_case, "email"), ["has already been taken"]);
     assert_eq!(field_errors(&both, "username").len() + field_errors(&both, "email").len(), 2, "both fields are named");
+    assert_eq!(decomposed.status, 201, "a combining accent is part of a name: {}", decomposed.text());
+    let composed_name = decomposed_name.replace("e\u{301}", "é");
+    assert_eq!(decomposed.json()["user"]["username"], composed_name.as_str(), "stored in composed form (NFC)");
     let accented_profile = profile(&host, &accented.to_uppercase(), None).await;
     assert_eq!(accented_profile.json()["profile"]["username"], accented.as_str(), "profiles are found by normalised key");
 }
@@ -259,6 +270,7 @@ async fn update_and_password_change_revokes_tokens() {
         let renamed = update_user(&host, &old_token, json!({"username": format!("{username}X")})).await;
         let clash = update_user(&host, &old_token, json!({"username": taken.to_uppercase()})).await;
         let blank = update_user(&host, &old_token, json!({"email": null, "image": "ftp://x"})).await;
+        let empty_password = update_user(&host, &old_token, json!({"password": "", "bio": "still me"})).await;
         let password = update_user(&host, &old_token, json!({"password": "a new long password"})).await;
         let new_token = token_of(&password);
         let with_old = current_user(&host, &old_token).await;
@@ -277,6 +289,8 @@ async fn update_and_password_change_revokes_tokens() {
         assert_eq!(blank.status, 422);
         assert_eq!(field_errors(&blank, "email"), ["can't be blank"]);
         assert_eq!(field_errors(&blank, "image"), ["must be an http or https URL"]);
+        assert_eq!(empty_password.status, 200, "an empty password field leaves the password alone");
+        assert_eq!(empty_password.json()["user"]["token"], old_token.as_str());
         assert_eq!(password.status, 200, "{}", password.text());
         assert_ne!(new_token, old_token);
         assert_eq!(claims_of(&new_token)["ver"], 2);
@@ -348,6 +362,7 @@ async fn follow_and_unfollow() {
         let seen_by_alice = profile(&host, &bob, Some(&alice_token)).await;
         let seen_by_bob = profile(&host, &alice, Some(&bob_token)).await;
         let self_follow = follow(&host, &alice, &alice_token).await;
+        let self_unfollow = unfollow(&host, &alice, &alice_token).await;
         let unknown = follow(&host, &name("ghost"), &alice_token).await;
         let no_token = host.send("POST", &format!("/api/profiles/{bob}/follow"), None).await;
         let mut db = admin_db().await;
@@ -376,6 +391,7 @@ async fn follow_and_unfollow() {
         assert_eq!(seen_by_bob.json()["profile"]["following"], false, "following is one-way");
         assert_eq!(self_follow.status, 422);
         assert!(!field_errors(&self_follow, "username").is_empty());
+        assert_eq!(self_unfollow.status, 422);
         assert_eq!(unknown.status, 404);
         assert_eq!(unknown.json(), json!({"errors": {"body": ["profile not found"]}}));
         assert_eq!(no_token.status, 401);
@@ -528,6 +544,7 @@ async fn request_logs_count_statements() {
     for secret in [alice.as_str(), bob.as_str(), alice_email.as_str(), PASSWORD, token.as_str(), &token_of(&logged_in)] {
         assert!(!output.contains(secret), "the logs contain {secret:?}");
     }
+    assert!(!output.contains("$argon2id$"), "no password hash is logged");
 }
 
 #[tokio::test]

@@ -162,7 +162,7 @@ async fn migrate_component(
     let available = discover(dir)?;
     let to_apply = pending(&available, &applied).with_context(|| format!("schema `{schema}`"))?;
     if to_apply.is_empty() {
-        println!("{schema}: up to date ({} applied)", applied.len());
+        println!("{schema}: nothing to apply ({} migrations applied earlier)", applied.len());
     }
     for migration in to_apply {
         conn.query_drop(&migration.sql)

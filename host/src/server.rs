@@ -262,7 +262,7 @@ impl App {
             "route": route,
             "method": method.as_str(),
             "status": status.as_u16(),
-            "request_id": self.next_request.fetch_add(1, Ordering::Relaxed),
+            "sequence": self.next_request.fetch_add(1, Ordering::Relaxed),
             "chained": false,
         }));
     }
@@ -285,7 +285,7 @@ impl App {
         chained: bool,
     ) -> http::Response<Body> {
         let started = Instant::now();
-        let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let sequence = self.next_request.fetch_add(1, Ordering::Relaxed);
         let method = req.method().to_string();
 
         let outcome = self.execute(&route, req, client_addr, scheme).await;
@@ -304,9 +304,13 @@ impl App {
             "status": response.status().as_u16(),
             "latency_ms": (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
             "instance": instance,
-            "request_id": request_id,
+            "sequence": sequence,
             "chained": chained,
         });
+        // The component's own request id, so this line and the component's line can be matched.
+        if let Some(request_id) = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
+            line["request_id"] = request_id.into();
+        }
         if let Some(error) = error {
             line["error"] = error.into();
         }

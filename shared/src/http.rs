@@ -107,6 +107,23 @@ pub async fn serve(
     response
 }
 
+/// Serves a component that has only its health route so far: `GET` and
+/// `HEAD` on `health_path` get `up`, another method 405, every other path 404,
+/// each with a request id and a log line.
+pub async fn serve_health_only(component: &'static str, health_path: &'static str, request: Request) -> Response {
+    serve(component, request, async |ctx, request| {
+        if request.uri().path() != health_path {
+            return Err(ApiError::NotFound("not found".into()));
+        }
+        ctx.set_route(health_path);
+        match request.method().as_str() {
+            "GET" | "HEAD" => Ok(health_up()),
+            _ => Err(ApiError::MethodNotAllowed("GET, HEAD")),
+        }
+    })
+    .await
+}
+
 /// Builds the response for an error: the envelope, plus `Allow` or `Retry-After` where the status needs one.
 pub fn error_response(error: &ApiError, request_id: &str) -> Response {
     let mut response = json(error.status(), &error.envelope(request_id));
@@ -143,22 +160,6 @@ pub fn no_store(mut response: Response) -> Response {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// Builds the error envelope with one message in `errors.body`.
-pub fn error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "errors": { "body": [message] } });
-    with_body(status, "application/json", body.to_string())
-}
-
-/// Returns `404` in the error envelope.
-pub fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not found")
-}
-
-/// Returns `405` in the error envelope, with the `Allow` header listing `allow`.
-pub fn method_not_allowed(allow: &'static str) -> Response {
-    error_response(&ApiError::MethodNotAllowed(allow), "")
 }
 
 /// Returns the health response: `200` with `up` as plain text. Details of a
@@ -272,9 +273,9 @@ mod tests {
 
     #[test]
     fn error_envelope_escapes_its_message() {
-        let response = error(StatusCode::UNPROCESSABLE_ENTITY, r#"a "quoted" \ message"#);
+        let response = error_response(&ApiError::Conflict(r#"a "quoted" \ message"#.into()), "r1");
 
-        assert_eq!(response.status(), 422);
+        assert_eq!(response.status(), 409);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let body: serde_json::Value = serde_json::from_str(&body_text(response)).unwrap();
         assert_eq!(body, serde_json::json!({"errors": {"body": [r#"a "quoted" \ message"#]}}));
@@ -282,7 +283,7 @@ mod tests {
 
     #[test]
     fn method_not_allowed_lists_allowed_methods() {
-        let response = method_not_allowed("GET");
+        let response = error_response(&ApiError::MethodNotAllowed("GET"), "r1");
 
         assert_eq!(response.status(), 405);
         assert_eq!(response.headers()[header::ALLOW], "GET");

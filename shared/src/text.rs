@@ -6,6 +6,15 @@
 //! `JOSE` and `jose` (or full-width `ｊｏｓｅ`) get the same key.
 
 use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+/// Prepares typed text for storage and display: surrounding white space
+/// removed and canonical composition (NFC) applied, so `Jose` followed by a
+/// combining acute accent is stored as `José`. Unlike the key, it keeps case
+/// and compatibility forms.
+pub fn canonical(text: &str) -> String {
+    text.trim().nfc().collect()
+}
 
 /// Computes the comparison key of a username or email address.
 pub fn normalised_key(text: &str) -> String {
@@ -21,8 +30,9 @@ pub const PASSWORD_MAX: usize = 128;
 pub const BIO_MAX: usize = 2000;
 pub const IMAGE_MAX: usize = 2048;
 
-/// Checks a username: letters and digits of any script plus `_`, `-` and `.`,
-/// so it can stand in a URL path. Returns the problem, if any.
+/// Checks a username in [`canonical`] form: letters, digits and combining
+/// marks of any script (Devanagari vowel signs, for instance) plus `_`, `-`
+/// and `.`, so it can stand in a URL path. Returns the problem, if any.
 pub fn username_problem(username: &str) -> Option<String> {
     let length = username.chars().count();
     if length == 0 {
@@ -32,7 +42,9 @@ pub fn username_problem(username: &str) -> Option<String> {
     if length > USERNAME_MAX || normalised_key(username).chars().count() > USERNAME_MAX {
         return Some(format!("is too long (maximum is {USERNAME_MAX} characters)"));
     }
-    if !username.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+    let allowed = |c: char| c.is_alphanumeric() || is_combining_mark(c) || matches!(c, '_' | '-' | '.');
+    let starts_with_mark = username.chars().next().is_some_and(is_combining_mark);
+    if starts_with_mark || !username.chars().all(allowed) {
         return Some("may contain only letters, digits, '_', '-' and '.'".into());
     }
     None
@@ -114,12 +126,20 @@ mod tests {
     fn username_characters() {
         assert_eq!(username_problem("José_1.x-y"), None);
         assert_eq!(username_problem("Дмитрий"), None);
+        assert_eq!(username_problem("अनुज"), None, "Devanagari vowel signs are combining marks");
+        assert!(username_problem("\u{301}x").is_some(), "a name cannot start with a combining mark");
         assert!(username_problem("").is_some());
         assert!(username_problem("a b").is_some());
         assert!(username_problem("a/b").is_some());
         assert!(username_problem("a?b").is_some());
         assert!(username_problem(&"x".repeat(33)).is_some());
         assert_eq!(username_problem("\u{fdfa}\u{fdfa}").as_deref(), Some("is too long (maximum is 32 characters)"));
+    }
+
+    #[test]
+    fn canonical_form_composes_and_trims() {
+        assert_eq!(canonical(" Jose\u{301} "), "José");
+        assert_eq!(canonical("ＪＯＳＥ"), "ＪＯＳＥ", "compatibility forms stay for display");
     }
 
     #[test]

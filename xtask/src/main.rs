@@ -85,8 +85,14 @@ fn run(command: &mut Command) -> Result<()> {
 /// Builds a cargo command without the variables `cargo run` set for xtask itself.
 /// Build scripts watch some of them, so leaving them in would make builds
 /// started here and builds started by hand invalidate each other.
+/// `CARGO_TARGET_DIR` is removed too: `spin.toml`, the host and the tests load
+/// what these builds produce from `target/` in the repository.
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if std::env::var_os("CARGO_TARGET_DIR").is_some() {
+        eprintln!("xtask: ignoring CARGO_TARGET_DIR; builds go to target/ in the repository, where spin.toml expects them");
+        command.env_remove("CARGO_TARGET_DIR");
+    }
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         let set_for_xtask = name.starts_with("CARGO_PKG_")

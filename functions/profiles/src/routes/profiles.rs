@@ -1,7 +1,7 @@
 //! Profiles: `GET /api/profiles/:username` (token optional) and
 //! `POST|DELETE /api/profiles/:username/follow`, as the RealWorld contract
-//! defines them. Following yourself is a 422; following twice, or
-//! unfollowing someone not followed, changes nothing.
+//! defines them. Following or unfollowing yourself is a 422. Following twice,
+//! or unfollowing someone not followed, changes nothing.
 
 use shared::ApiError;
 use shared::http::{Response, json, no_store};
@@ -31,12 +31,18 @@ pub async fn get(app: &App, request: Request, username: &str) -> Result<Response
     Ok(if caller.is_some() { no_store(response) } else { response })
 }
 
+/// Rejects following or unfollowing yourself.
+fn check_not_self(caller_id: &str, profile: &Profile) -> Result<(), ApiError> {
+    if profile.id == caller_id {
+        return Err(ApiError::invalid("username", "is your own; you cannot follow yourself"));
+    }
+    Ok(())
+}
+
 pub async fn follow(app: &App, request: Request, username: &str) -> Result<Response, ApiError> {
     let caller = app.caller(request.headers()).await?;
     let profile = store::profile(&app.db, &normalised_key(username), None).await?.ok_or_else(not_found)?;
-    if profile.id == caller.user.id {
-        return Err(ApiError::invalid("username", "is your own; you cannot follow yourself"));
-    }
+    check_not_self(&caller.user.id, &profile)?;
 
     store::follow(&app.db, &caller.user.id, &profile.id, shared::time::now_micros())
         .await
@@ -48,6 +54,7 @@ pub async fn follow(app: &App, request: Request, username: &str) -> Result<Respo
 pub async fn unfollow(app: &App, request: Request, username: &str) -> Result<Response, ApiError> {
     let caller = app.caller(request.headers()).await?;
     let profile = store::profile(&app.db, &normalised_key(username), None).await?.ok_or_else(not_found)?;
+    check_not_self(&caller.user.id, &profile)?;
 
     store::unfollow(&app.db, &caller.user.id, &profile.id).await?;
     Ok(no_store(profile_response(&profile, false)))

@@ -66,7 +66,7 @@ pub async fn register(app: &App, request: Request) -> Result<Response, ApiError>
     let (Some(username), Some(email), Some(password)) = (username, email, password) else {
         return Err(ApiError::Validation(errors));
     };
-    let (username, email) = (username.trim().to_string(), email.trim().to_string());
+    let (username, email) = (text::canonical(&username), text::canonical(&email));
     check(&mut errors, "username", text::username_problem(&username));
     check(&mut errors, "email", text::email_problem(&email));
     check(&mut errors, "password", text::password_problem(&password));
@@ -146,7 +146,8 @@ pub async fn current(app: &App, request: Request) -> Result<Response, ApiError> 
 
 /// Changes any of `username`, `email`, `password`, `bio`, `image`. A
 /// password change bumps the token version (every older token stops
-/// working) and returns a new token. `bio` or `image` set to `null` clears it.
+/// working) and returns a new token. `null` clears `bio` or `image`, leaves
+/// the password unchanged, and is invalid for `username` and `email`.
 pub async fn update(app: &App, request: Request) -> Result<Response, ApiError> {
     // The token is checked here; its version is checked against the row
     // locked below, so no separate statement reads the user first.
@@ -225,20 +226,22 @@ impl Changes {
                 None
             }
             Update::Set(value) => {
-                let value = value.trim().to_string();
+                let value = text::canonical(&value);
                 check(&mut errors, field, problem(&value));
                 Some(value)
             }
         };
         let username = required("username", username, text::username_problem);
         let email = required("email", email, text::email_problem);
-        // A null password means "unchanged", as when the field is absent.
+        // A null or empty password means "unchanged", as when the field is
+        // absent: settings forms often send the empty field, and no valid
+        // password is empty.
         let password = match password {
-            Update::Set(password) => {
+            Update::Set(password) if !password.is_empty() => {
                 check(&mut errors, "password", text::password_problem(&password));
                 Some(password)
             }
-            Update::Absent | Update::Null => None,
+            Update::Set(_) | Update::Absent | Update::Null => None,
         };
         if let Update::Set(bio) = &bio {
             check(&mut errors, "bio", text::bio_problem(bio));
