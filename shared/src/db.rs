@@ -483,16 +483,14 @@ impl Db {
             Err(error) => error,
         };
         self.rollback().await;
-        let retryable = match &failure {
-            ApiError::Internal(cause) => cause.downcast_ref::<DbError>().is_some_and(DbError::is_retryable),
-            _ => false,
-        };
-        if retryable {
-            if let ApiError::Internal(cause) = failure {
-                return Err(TxFailure::Retryable(cause.downcast::<DbError>().expect("checked above")));
+
+        // A database error reaches here converted into `ApiError::Internal`.
+        Err(match failure {
+            ApiError::Internal(cause) if cause.downcast_ref::<DbError>().is_some_and(DbError::is_retryable) => {
+                TxFailure::Retryable(cause.downcast::<DbError>().expect("the guard checked the type"))
             }
-        }
-        Err(TxFailure::Failed(failure))
+            other => TxFailure::Failed(other),
+        })
     }
 
     async fn begin(&self) -> Result<(), DbError> {
@@ -504,7 +502,7 @@ impl Db {
         self.execute("START TRANSACTION", Vec::new()).await
     }
 
-    /// Rolls back; when that fails too, the connection's state is unknown and it is dropped.
+    /// Rolls back. When that fails too, the connection's state is unknown, so it is dropped.
     async fn rollback(&self) {
         if self.execute("ROLLBACK", Vec::new()).await.is_err() {
             self.connection.borrow_mut().take();
