@@ -168,93 +168,99 @@ async fn register_login_current_user_round_trip() {
 
 #[tokio::test]
 async fn case_collides_but_accents_differ() {
-    let host = Host::start(app_options());
-    let base = name("jose");
-    let accented = base.replacen("jose", "José", 1);
+    with_and_without_reuse(app_options(), |host, _reuse| async move {
+        let base = name("jose");
+        let accented = base.replacen("jose", "José", 1);
 
-    let first = register(&host, &base, &email_of(&base), PASSWORD).await;
-    let upper = register(&host, &base.to_uppercase(), "other@example.test", PASSWORD).await;
-    let accent = register(&host, &accented, &format!("accent-{base}@example.test"), PASSWORD).await;
-    let email_case = register(&host, &name("x"), &email_of(&base).to_uppercase(), PASSWORD).await;
-    let decomposed_name = format!("{}e\u{301}", name("Zo"));
-    let decomposed = register(&host, &decomposed_name, &email_of(&name("nfd")), PASSWORD).await;
-    let both = register(&host, &base.to_uppercase(), &email_of(&base).to_uppercase(), PASSWORD).await;
+        let first = register(&host, &base, &email_of(&base), PASSWORD).await;
+        let upper = register(&host, &base.to_uppercase(), "other@example.test", PASSWORD).await;
+        let accent = register(&host, &accented, &format!("accent-{base}@example.test"), PASSWORD).await;
+        let email_case = register(&host, &name("x"), &email_of(&base).to_uppercase(), PASSWORD).await;
+        let decomposed_name = format!("{}e\u{301}", name("Zo"));
+        let decomposed = register(&host, &decomposed_name, &email_of(&name("nfd")), PASSWORD).await;
+        let both = register(&host, &base.to_uppercase(), &email_of(&base).to_uppercase(), PASSWORD).await;
 
-    assert_eq!(first.status, 201, "{}", first.text());
-    assert_eq!(upper.status, 422, "{}", upper.text());
-    assert_eq!(field_errors(&upper, "username"), ["has already been taken"]);
-    assert_eq!(accent.status, 201, "`José` next to `jose` is allowed: {}", accent.text());
-    assert_eq!(accent.json()["user"]["username"], accented.as_str());
-    assert_eq!(email_case.status, 422);
-    assert_eq!(field_errors(&email_case, "email"), ["has already been taken"]);
-    assert_eq!(field_errors(&both, "username").len() + field_errors(&both, "email").len(), 2, "both fields are named");
-    assert_eq!(decomposed.status, 201, "a combining accent is part of a name: {}", decomposed.text());
-    let composed_name = decomposed_name.replace("e\u{301}", "é");
-    assert_eq!(decomposed.json()["user"]["username"], composed_name.as_str(), "stored in composed form (NFC)");
-    let accented_profile = profile(&host, &accented.to_uppercase(), None).await;
-    assert_eq!(accented_profile.json()["profile"]["username"], accented.as_str(), "profiles are found by normalised key");
+        assert_eq!(first.status, 201, "{}", first.text());
+        assert_eq!(upper.status, 422, "{}", upper.text());
+        assert_eq!(field_errors(&upper, "username"), ["has already been taken"]);
+        assert_eq!(accent.status, 201, "`José` next to `jose` is allowed: {}", accent.text());
+        assert_eq!(accent.json()["user"]["username"], accented.as_str());
+        assert_eq!(email_case.status, 422);
+        assert_eq!(field_errors(&email_case, "email"), ["has already been taken"]);
+        assert_eq!(field_errors(&both, "username").len() + field_errors(&both, "email").len(), 2, "both fields are named");
+        assert_eq!(decomposed.status, 201, "a combining accent is part of a name: {}", decomposed.text());
+        let composed_name = decomposed_name.replace("e\u{301}", "é");
+        assert_eq!(decomposed.json()["user"]["username"], composed_name.as_str(), "stored in composed form (NFC)");
+        let accented_profile = profile(&host, &accented.to_uppercase(), None).await;
+        assert_eq!(accented_profile.json()["profile"]["username"], accented.as_str(), "profiles are found by normalised key");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn register_rejects_bad_fields() {
-    let host = Host::start(app_options());
-    let post = |body: Value| {
-        let host = &host;
-        async move { host.send_json("POST", "/api/users", None, &body).await }
-    };
+    with_and_without_reuse(app_options(), |host, _reuse| async move {
+        let post = |body: Value| {
+            let host = &host;
+            async move { host.send_json("POST", "/api/users", None, &body).await }
+        };
 
-    let no_user = post(json!({})).await;
-    let nulls = post(json!({"user": {"username": null, "email": null, "password": null}})).await;
-    let missing = post(json!({"user": {"username": name("m")}})).await;
-    let wrong_types = post(json!({"user": {"username": 5, "email": true, "password": ["x"]}})).await;
-    let invalid = post(json!({"user": {"username": "has space", "email": "nope", "password": "short"}})).await;
-    let grants_role = post(json!({"user": {"username": name("r"), "email": "r@example.test", "password": PASSWORD, "roles": ["admin"]}})).await;
-    let not_json = host.request("POST", "/api/users", &[("content-type", "application/json")], "{\"user\":").await;
-    let form = host.request("POST", "/api/users", &[("content-type", "application/x-www-form-urlencoded")], "a=b").await;
-    let huge = host
-        .request("POST", "/api/users", &[("content-type", "application/json")], format!("{{\"user\":{{\"bio\":\"{}\"}}}}", "x".repeat(20_000)))
-        .await;
+        let no_user = post(json!({})).await;
+        let nulls = post(json!({"user": {"username": null, "email": null, "password": null}})).await;
+        let missing = post(json!({"user": {"username": name("m")}})).await;
+        let wrong_types = post(json!({"user": {"username": 5, "email": true, "password": ["x"]}})).await;
+        let invalid = post(json!({"user": {"username": "has space", "email": "nope", "password": "short"}})).await;
+        let grants_role = post(json!({"user": {"username": name("r"), "email": "r@example.test", "password": PASSWORD, "roles": ["admin"]}})).await;
+        let not_json = host.request("POST", "/api/users", &[("content-type", "application/json")], "{\"user\":").await;
+        let form = host.request("POST", "/api/users", &[("content-type", "application/x-www-form-urlencoded")], "a=b").await;
+        let huge = host
+            .request("POST", "/api/users", &[("content-type", "application/json")], format!("{{\"user\":{{\"bio\":\"{}\"}}}}", "x".repeat(20_000)))
+            .await;
 
-    assert_eq!(no_user.status, 422);
-    assert_eq!(field_errors(&no_user, "user"), ["is required"]);
-    assert_eq!(nulls.status, 422);
-    for field in ["username", "email", "password"] {
-        assert_eq!(field_errors(&nulls, field), ["can't be blank"], "{field}");
-    }
-    assert_eq!(field_errors(&missing, "email"), ["can't be blank"]);
-    assert_eq!(field_errors(&missing, "password"), ["can't be blank"]);
-    assert_eq!(field_errors(&wrong_types, "username"), ["must be a string"]);
-    assert_eq!(invalid.status, 422);
-    assert_eq!(field_errors(&invalid, "email"), ["is invalid"]);
-    assert_eq!(field_errors(&invalid, "password"), ["is too short (minimum is 8 characters)"]);
-    assert!(!field_errors(&invalid, "username").is_empty());
-    assert_eq!(grants_role.status, 422);
-    assert_eq!(field_errors(&grants_role, "roles"), ["is not a known field"]);
-    assert_eq!(not_json.status, 400);
-    assert_eq!(form.status, 415);
-    assert_eq!(huge.status, 413);
-    for reply in [&no_user, &nulls, &not_json, &form, &huge] {
-        assert!(reply.json()["errors"]["body"].as_array().is_some_and(|b| !b.is_empty()), "{}", reply.text());
-    }
+        assert_eq!(no_user.status, 422);
+        assert_eq!(field_errors(&no_user, "user"), ["is required"]);
+        assert_eq!(nulls.status, 422);
+        for field in ["username", "email", "password"] {
+            assert_eq!(field_errors(&nulls, field), ["can't be blank"], "{field}");
+        }
+        assert_eq!(field_errors(&missing, "email"), ["can't be blank"]);
+        assert_eq!(field_errors(&missing, "password"), ["can't be blank"]);
+        assert_eq!(field_errors(&wrong_types, "username"), ["must be a string"]);
+        assert_eq!(invalid.status, 422);
+        assert_eq!(field_errors(&invalid, "email"), ["is invalid"]);
+        assert_eq!(field_errors(&invalid, "password"), ["is too short (minimum is 8 characters)"]);
+        assert!(!field_errors(&invalid, "username").is_empty());
+        assert_eq!(grants_role.status, 422);
+        assert_eq!(field_errors(&grants_role, "roles"), ["is not a known field"]);
+        assert_eq!(not_json.status, 400);
+        assert_eq!(form.status, 415);
+        assert_eq!(huge.status, 413);
+        for reply in [&no_user, &nulls, &not_json, &form, &huge] {
+            assert!(reply.json()["errors"]["body"].as_array().is_some_and(|b| !b.is_empty()), "{}", reply.text());
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn login_rejects_unknown_and_wrong_alike() {
-    let host = Host::start(app_options());
-    let username = name("lou");
-    registered(&host, &username).await;
+    with_and_without_reuse(app_options(), |host, _reuse| async move {
+        let username = name("lou");
+        registered(&host, &username).await;
 
-    let wrong = login(&host, &email_of(&username), "wrong password").await;
-    let unknown = login(&host, "nobody-here@example.test", PASSWORD).await;
-    let missing = host.send_json("POST", "/api/users/login", None, &json!({"user": {"email": email_of(&username)}})).await;
-    let upper = login(&host, &email_of(&username).to_uppercase(), PASSWORD).await;
+        let wrong = login(&host, &email_of(&username), "wrong password").await;
+        let unknown = login(&host, "nobody-here@example.test", PASSWORD).await;
+        let missing = host.send_json("POST", "/api/users/login", None, &json!({"user": {"email": email_of(&username)}})).await;
+        let upper = login(&host, &email_of(&username).to_uppercase(), PASSWORD).await;
 
-    assert_eq!(wrong.status, 401);
-    assert_eq!(unknown.status, 401);
-    assert_eq!(wrong.json(), unknown.json(), "the answer does not tell which emails exist");
-    assert_eq!(missing.status, 422);
-    assert_eq!(field_errors(&missing, "password"), ["can't be blank"]);
-    assert_eq!(upper.status, 200, "emails match by normalised key");
+        assert_eq!(wrong.status, 401);
+        assert_eq!(unknown.status, 401);
+        assert_eq!(wrong.json(), unknown.json(), "the answer does not tell which emails exist");
+        assert_eq!(missing.status, 422);
+        assert_eq!(field_errors(&missing, "password"), ["can't be blank"]);
+        assert_eq!(upper.status, 200, "emails match by normalised key");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -306,47 +312,49 @@ async fn update_and_password_change_revokes_tokens() {
 
 #[tokio::test]
 async fn bad_tokens_get_401() {
-    let host = Host::start(app_options());
-    let username = name("tok");
-    let token = registered(&host, &username).await;
-    let subject = claims_of(&token)["sub"].as_str().unwrap().to_string();
-    let key = test_signing_key();
-    let now = Clock::now_since_epoch();
+    with_and_without_reuse(app_options(), |host, _reuse| async move {
+        let username = name("tok");
+        let token = registered(&host, &username).await;
+        let subject = claims_of(&token)["sub"].as_str().unwrap().to_string();
+        let key = test_signing_key();
+        let now = Clock::now_since_epoch();
 
-    let genuine = forge(&key, &subject, |_| {});
-    let expired = forge(&key, &subject, |c| {
-        c.issued_at = Some(now - Duration::from_hours(2));
-        c.expires_at = Some(now - Duration::from_mins(5));
-    });
-    let other_key = forge(&Ed25519KeyPair::generate(), &subject, |_| {});
-    let wrong_audience = forge(&key, &subject, |c| c.audiences = Some(Audiences::AsString("payments".into())));
-    let wrong_issuer = forge(&key, &subject, |c| c.issuer = Some("someone-else".into()));
-    let no_expiry = forge(&key, &subject, |c| c.expires_at = None);
-    let payload = token.split('.').nth(1).unwrap();
-    // {"alg":"none","typ":"JWT"}, the genuine payload, no signature.
-    let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        let genuine = forge(&key, &subject, |_| {});
+        let expired = forge(&key, &subject, |c| {
+            c.issued_at = Some(now - Duration::from_hours(2));
+            c.expires_at = Some(now - Duration::from_mins(5));
+        });
+        let other_key = forge(&Ed25519KeyPair::generate(), &subject, |_| {});
+        let wrong_audience = forge(&key, &subject, |c| c.audiences = Some(Audiences::AsString("payments".into())));
+        let wrong_issuer = forge(&key, &subject, |c| c.issuer = Some("someone-else".into()));
+        let no_expiry = forge(&key, &subject, |c| c.expires_at = None);
+        let payload = token.split('.').nth(1).unwrap();
+        // {"alg":"none","typ":"JWT"}, the genuine payload, no signature.
+        let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
 
-    assert_eq!(current_user(&host, &genuine).await.status, 200, "a token signed with the test key works");
-    for (what, bad) in [
-        ("expired", &expired),
-        ("signed by another key", &other_key),
-        ("wrong audience", &wrong_audience),
-        ("wrong issuer", &wrong_issuer),
-        ("no expiry", &no_expiry),
-        ("alg none", &alg_none),
-        ("garbage", &"not.a.token".to_string()),
-    ] {
-        let reply = current_user(&host, bad).await;
-        assert_eq!(reply.status, 401, "{what}: {}", reply.text());
-        assert_eq!(profile(&host, &username, Some(bad)).await.status, 401, "{what} on an optional-auth route");
-    }
-    assert!(current_user(&host, &expired).await.text().contains("expired"));
-    let twice = host
-        .request("GET", "/api/user", &[("authorization", &format!("Token {token}")), ("authorization", &format!("Token {token}"))], "")
-        .await;
-    let basic = host.request("GET", "/api/user", &[("authorization", "Basic dXNlcjpwYXNz")], "").await;
-    let none = host.get("/api/user").await;
-    assert_eq!((twice.status, basic.status, none.status), (401, 401, 401));
+        assert_eq!(current_user(&host, &genuine).await.status, 200, "a token signed with the test key works");
+        for (what, bad) in [
+            ("expired", &expired),
+            ("signed by another key", &other_key),
+            ("wrong audience", &wrong_audience),
+            ("wrong issuer", &wrong_issuer),
+            ("no expiry", &no_expiry),
+            ("alg none", &alg_none),
+            ("garbage", &"not.a.token".to_string()),
+        ] {
+            let reply = current_user(&host, bad).await;
+            assert_eq!(reply.status, 401, "{what}: {}", reply.text());
+            assert_eq!(profile(&host, &username, Some(bad)).await.status, 401, "{what} on an optional-auth route");
+        }
+        assert!(current_user(&host, &expired).await.text().contains("expired"));
+        let twice = host
+            .request("GET", "/api/user", &[("authorization", &format!("Token {token}")), ("authorization", &format!("Token {token}"))], "")
+            .await;
+        let basic = host.request("GET", "/api/user", &[("authorization", "Basic dXNlcjpwYXNz")], "").await;
+        let none = host.get("/api/user").await;
+        assert_eq!((twice.status, basic.status, none.status), (401, 401, 401));
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -405,20 +413,21 @@ async fn follow_and_unfollow() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods() {
-    let host = Host::start(app_options());
+    with_and_without_reuse(app_options(), |host, _reuse| async move {
+        let unknown = host.get("/api/profiles/").await;
+        let trailing = host.get("/api/user/").await;
+        let wrong_method = host.get("/api/users").await;
+        let wrong_on_user = host.request("DELETE", "/api/user", &[], "").await;
+        let bad_encoding = host.get("/api/profiles/%ff").await;
 
-    let unknown = host.get("/api/profiles/").await;
-    let trailing = host.get("/api/user/").await;
-    let wrong_method = host.get("/api/users").await;
-    let wrong_on_user = host.request("DELETE", "/api/user", &[], "").await;
-    let bad_encoding = host.get("/api/profiles/%ff").await;
-
-    assert_eq!(unknown.status, 404);
-    assert_eq!(unknown.json(), json!({"errors": {"body": ["not found"]}}));
-    assert_eq!(trailing.status, 404);
-    assert_eq!((wrong_method.status, wrong_method.header("allow")), (405, Some("POST")));
-    assert_eq!((wrong_on_user.status, wrong_on_user.header("allow")), (405, Some("GET, PUT")));
-    assert_eq!(bad_encoding.status, 400);
+        assert_eq!(unknown.status, 404);
+        assert_eq!(unknown.json(), json!({"errors": {"body": ["not found"]}}));
+        assert_eq!(trailing.status, 404);
+        assert_eq!((wrong_method.status, wrong_method.header("allow")), (405, Some("POST")));
+        assert_eq!((wrong_on_user.status, wrong_on_user.header("allow")), (405, Some("GET, PUT")));
+        assert_eq!(bad_encoding.status, 400);
+    })
+    .await;
 }
 
 #[tokio::test]

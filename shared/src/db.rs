@@ -1,6 +1,6 @@
 //! MySQL access through Spin's asynchronous `spin:mysql/mysql@3.0.0`
 //! interface, bound from the repository's `wit/` directory (spin-sdk 6.0.0's
-//! own `mysql` module is the older synchronous interface, which holds the whole
+//! own `mysql` module is the older synchronous interface, which blocks the whole
 //! instance while it waits).
 //!
 //! Rules this module encodes (docs/architecture.md explains them):
