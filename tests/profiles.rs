@@ -426,6 +426,9 @@ async fn unknown_paths_and_methods() {
         assert_eq!((wrong_method.status, wrong_method.header("allow")), (405, Some("POST")));
         assert_eq!((wrong_on_user.status, wrong_on_user.header("allow")), (405, Some("GET, PUT")));
         assert_eq!(bad_encoding.status, 400);
+        let logs = host.component_logs("profiles").await;
+        let logged_405 = logs.iter().find(|l| l["status"] == 405 && l["method"] == "GET").expect("the 405 is logged");
+        assert_eq!(logged_405["route"], "/api/users", "a 405 is logged under its route pattern");
     })
     .await;
 }

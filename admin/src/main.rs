@@ -161,8 +161,14 @@ async fn migrate_component(
         .await?;
     let available = discover(dir)?;
     let to_apply = pending(&available, &applied).with_context(|| format!("schema `{schema}`"))?;
+    println!("{schema}: runtime user `{schema}` and its grants set");
     if to_apply.is_empty() {
-        println!("{schema}: nothing to apply ({} migrations applied earlier)", applied.len());
+        let count = match applied.len() {
+            0 if available.is_empty() => "no migrations exist yet".to_string(),
+            1 => "1 migration applied earlier".to_string(),
+            n => format!("{n} migrations applied earlier"),
+        };
+        println!("{schema}: nothing to apply ({count})");
     }
     for migration in to_apply {
         conn.query_drop(&migration.sql)

@@ -62,7 +62,8 @@ impl RequestLog<'_> {
     /// Formats the log line as one line of JSON.
     pub fn line(&self) -> String {
         let mut line = json!({
-            "ts": crate::time::rfc3339(crate::time::now_micros()),
+            "time": crate::time::rfc3339(crate::time::now_micros()),
+            "level": if self.status >= 500 { "error" } else { "info" },
             "event": "request",
             "component": self.component,
             "method": self.method,

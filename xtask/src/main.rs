@@ -57,9 +57,10 @@ const USAGE: &str = "usage: cargo xtask <command>
                    migrate, serve the app on 127.0.0.1:3000 (ARGS go to
                    `conduit-host up`, e.g. --request-timeout 30s or --listen
                    127.0.0.1:3001; see `target/release/conduit-host up --help`)
-  migrate [-- ARGS] build the admin tool, start MariaDB if needed, write missing
+  migrate [-- ARGS]
+                   build the admin tool, start MariaDB if needed, write missing
                    secrets to .env, apply pending migrations (ARGS go to
-                   `conduit-admin`, e.g. --prefix; see `conduit-admin --help`)
+                   `conduit-admin migrate`, e.g. --prefix; see `conduit-admin --help`)
   test [-- ARGS]   build, start MariaDB and Redis if needed, migrate fresh test
                    schemas, run every test
   bench            build, then print the host's start-up time and request latency,

@@ -27,54 +27,46 @@ enum Route {
     Health,
 }
 
-impl Route {
-    /// Returns the route's pattern for the log line (never the path, which can contain a username).
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Register => "/api/users",
-            Self::Login => "/api/users/login",
-            Self::CurrentUser | Self::UpdateUser => "/api/user",
-            Self::Profile(_) => "/api/profiles/:username",
-            Self::Follow(_) | Self::Unfollow(_) => "/api/profiles/:username/follow",
-            Self::Health => "/health/profiles",
-        }
-    }
-}
-
-/// Maps a method and path onto a route: 404 for unknown paths, 405 with
-/// `Allow` for a known path and another method.
-fn resolve(method: &Method, path: &str) -> Result<Route, ApiError> {
-    let segments = shared::http::segments(path)?;
+/// Maps a method and path onto a route. Returns the route's pattern for the
+/// log line (never the path, which can contain a username) next to the route:
+/// 404 for an unknown path, 405 with `Allow` for a known path and another method.
+fn resolve(method: &Method, path: &str) -> (&'static str, Result<Route, ApiError>) {
+    const UNMATCHED: &str = "unmatched";
+    let segments = match shared::http::segments(path) {
+        Ok(segments) => segments,
+        Err(error) => return (UNMATCHED, Err(error)),
+    };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let m = method.as_str();
+    let allow = |methods: &'static str| Err(ApiError::MethodNotAllowed(methods));
     match segments.as_slice() {
-        ["api", "users"] => match m {
-            "POST" => Ok(Route::Register),
-            _ => Err(ApiError::MethodNotAllowed("POST")),
-        },
-        ["api", "users", "login"] => match m {
-            "POST" => Ok(Route::Login),
-            _ => Err(ApiError::MethodNotAllowed("POST")),
-        },
-        ["api", "user"] => match m {
-            "GET" => Ok(Route::CurrentUser),
-            "PUT" => Ok(Route::UpdateUser),
-            _ => Err(ApiError::MethodNotAllowed("GET, PUT")),
-        },
-        ["api", "profiles", username] if !username.is_empty() => match m {
-            "GET" => Ok(Route::Profile(username.to_string())),
-            _ => Err(ApiError::MethodNotAllowed("GET")),
-        },
-        ["api", "profiles", username, "follow"] if !username.is_empty() => match m {
-            "POST" => Ok(Route::Follow(username.to_string())),
-            "DELETE" => Ok(Route::Unfollow(username.to_string())),
-            _ => Err(ApiError::MethodNotAllowed("POST, DELETE")),
-        },
-        ["health", "profiles"] => match m {
-            "GET" | "HEAD" => Ok(Route::Health),
-            _ => Err(ApiError::MethodNotAllowed("GET, HEAD")),
-        },
-        _ => Err(ApiError::NotFound("not found".into())),
+        ["api", "users"] => ("/api/users", if m == "POST" { Ok(Route::Register) } else { allow("POST") }),
+        ["api", "users", "login"] => ("/api/users/login", if m == "POST" { Ok(Route::Login) } else { allow("POST") }),
+        ["api", "user"] => (
+            "/api/user",
+            match m {
+                "GET" => Ok(Route::CurrentUser),
+                "PUT" => Ok(Route::UpdateUser),
+                _ => allow("GET, PUT"),
+            },
+        ),
+        ["api", "profiles", username] if !username.is_empty() => (
+            "/api/profiles/:username",
+            if m == "GET" { Ok(Route::Profile(username.to_string())) } else { allow("GET") },
+        ),
+        ["api", "profiles", username, "follow"] if !username.is_empty() => (
+            "/api/profiles/:username/follow",
+            match m {
+                "POST" => Ok(Route::Follow(username.to_string())),
+                "DELETE" => Ok(Route::Unfollow(username.to_string())),
+                _ => allow("POST, DELETE"),
+            },
+        ),
+        ["health", "profiles"] => (
+            "/health/profiles",
+            if matches!(m, "GET" | "HEAD") { Ok(Route::Health) } else { allow("GET, HEAD") },
+        ),
+        _ => (UNMATCHED, Err(ApiError::NotFound("not found".into()))),
     }
 }
 
@@ -84,8 +76,9 @@ async fn handle(request: Request) -> impl IntoResponse {
 }
 
 async fn dispatch(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
-    let route = resolve(request.method(), request.uri().path())?;
-    ctx.set_route(route.label());
+    let (pattern, route) = resolve(request.method(), request.uri().path());
+    ctx.set_route(pattern);
+    let route = route?;
     if route == Route::Health {
         return Ok(routes::health::check(ctx).await);
     }

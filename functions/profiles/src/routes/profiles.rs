@@ -34,7 +34,7 @@ pub async fn get(app: &App, request: Request, username: &str) -> Result<Response
 /// Rejects following or unfollowing yourself.
 fn check_not_self(caller_id: &str, profile: &Profile) -> Result<(), ApiError> {
     if profile.id == caller_id {
-        return Err(ApiError::invalid("username", "is your own; you cannot follow yourself"));
+        return Err(ApiError::invalid("username", "is your own; you cannot follow or unfollow yourself"));
     }
     Ok(())
 }
