@@ -353,6 +353,7 @@ async fn bad_tokens_get_401() {
         let basic = host.request("GET", "/api/user", &[("authorization", "Basic dXNlcjpwYXNz")], "").await;
         let none = host.get("/api/user").await;
         assert_eq!((twice.status, basic.status, none.status), (401, 401, 401));
+        assert_eq!(none.header("www-authenticate"), Some("Bearer"), "a 401 carries a challenge");
     })
     .await;
 }

@@ -124,7 +124,8 @@ pub async fn serve_health_only(component: &'static str, health_path: &'static st
     .await
 }
 
-/// Builds the response for an error: the envelope, plus `Allow` or `Retry-After` where the status needs one.
+/// Builds the response for an error: the envelope, plus `Allow`,
+/// `Retry-After` or `WWW-Authenticate` where the status needs one.
 pub fn error_response(error: &ApiError, request_id: &str) -> Response {
     let mut response = json(error.status(), &error.envelope(request_id));
     match error {
@@ -133,6 +134,11 @@ pub fn error_response(error: &ApiError, request_id: &str) -> Response {
         }
         ApiError::Unavailable(_) => {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        // RFC 9110 requires a challenge on every 401. `Bearer` is the
+        // registered scheme; the RealWorld `Token` scheme is accepted as well.
+        ApiError::Unauthorized(_) => {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         _ => {}
     }
@@ -298,6 +304,14 @@ mod tests {
         let text = body_text(response);
         assert!(text.contains("r9"), "{text}");
         assert!(!text.contains("database"), "{text}");
+    }
+
+    #[test]
+    fn unauthorized_carries_a_challenge() {
+        let response = error_response(&ApiError::Unauthorized("the token has expired".into()), "r1");
+
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 
     #[test]
