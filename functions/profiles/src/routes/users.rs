@@ -122,18 +122,18 @@ pub async fn login(app: &App, request: Request) -> Result<Response, ApiError> {
     };
     errors.into_result()?;
 
-    let refused = || ApiError::Unauthorized("email or password is invalid".into());
+    let rejected = || ApiError::Unauthorized("email or password is invalid".into());
     if password.chars().count() > text::PASSWORD_MAX {
-        return Err(refused());
+        return Err(rejected());
     }
     let credentials = store::credentials_by_email(&app.db, &text::normalised_key(email.trim())).await?;
     let Some(credentials) = credentials else {
         // As slow as a wrong password, so the response time does not reveal which emails exist.
         password::verify_nothing(&password);
-        return Err(refused());
+        return Err(rejected());
     };
     if !password::verify(&password, &credentials.password_hash) {
-        return Err(refused());
+        return Err(rejected());
     }
     let token = app.issue_token(&credentials.user)?;
     Ok(user_response(StatusCode::OK, &credentials.user, &token))
