@@ -268,13 +268,13 @@ async fn update_and_password_change_revokes_tokens() {
     with_and_without_reuse(app_options(), |host, reuse| async move {
         let username = name("upd");
         let old_token = registered(&host, &username).await;
-        let taken = name("taken");
-        registered(&host, &taken).await;
+        let other_user = name("taken");
+        registered(&host, &other_user).await;
 
         let bio = update_user(&host, &old_token, json!({"bio": "I write", "image": "https://img.example/a.png"})).await;
         let cleared = update_user(&host, &old_token, json!({"image": null, "token": old_token})).await;
         let renamed = update_user(&host, &old_token, json!({"username": format!("{username}X")})).await;
-        let clash = update_user(&host, &old_token, json!({"username": taken.to_uppercase()})).await;
+        let clash = update_user(&host, &old_token, json!({"username": other_user.to_uppercase()})).await;
         let blank = update_user(&host, &old_token, json!({"email": null, "image": "ftp://x"})).await;
         let empty_password = update_user(&host, &old_token, json!({"password": "", "bio": "still me"})).await;
         let password = update_user(&host, &old_token, json!({"password": "a new long password"})).await;

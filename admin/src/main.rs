@@ -230,12 +230,12 @@ fn read_env_file(path: &std::path::Path) -> Result<HashMap<String, String>> {
         .collect()
 }
 
-fn check_identifier(what: &str, value: &str) -> Result<()> {
+fn check_identifier(option: &str, value: &str) -> Result<()> {
     let valid = !value.is_empty()
         && value.len() <= 20
         && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if !valid {
-        bail!("{what} must be 1 to 20 characters of a-z, 0-9 and '_'");
+        bail!("--{option} must be 1 to 20 characters of a-z, 0-9 and '_', not `{value}`");
     }
     Ok(())
 }

@@ -11,8 +11,8 @@
 //! - a transaction awaits nothing but its own statements, runs with a short
 //!   lock wait timeout and is retried a bounded number of times on deadlock or
 //!   lock wait timeout;
-//! - errors come back from Spin as text; the MySQL error code is parsed from
-//!   it, and the server's message is never logged (it can quote row values).
+//! - errors come back from Spin as text. The MySQL error code is parsed from
+//!   it, but the server's message is never logged because it can quote row values.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -588,8 +588,8 @@ mod tests {
         assert_eq!(error.kind(), DbErrorKind::Server);
         assert_eq!(error.duplicate_key(), Some("users_username_key"));
         assert!(!error.is_retryable());
-        let shown = format!("{error} {error:?}");
-        assert!(!shown.contains("jose"), "{shown}");
+        let printed = format!("{error} {error:?}");
+        assert!(!printed.contains("jose"), "{printed}");
         assert_eq!(error.to_string(), "database error (INSERT: server error 1062)");
     }
 
@@ -612,7 +612,7 @@ mod tests {
 
     #[test]
     fn broken_and_refused_connections_are_unavailable() {
-        let refused = DbError::from_wit(
+        let connection_refused = DbError::from_wit(
             WitError::ConnectionFailed("Io(Io(Os { code: 111, kind: ConnectionRefused, message: \"Connection refused\" }))".into()),
             "open",
         );
@@ -622,10 +622,10 @@ mod tests {
             "open",
         );
 
-        assert!(refused.is_unavailable());
+        assert!(connection_refused.is_unavailable());
         assert!(broken.is_unavailable());
         assert!(denied.is_unavailable());
-        assert_eq!(refused.to_string(), "database unavailable (open: Io)");
+        assert_eq!(connection_refused.to_string(), "database unavailable (open: Io)");
         assert!(!denied.to_string().contains("Access denied"));
     }
 

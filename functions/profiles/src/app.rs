@@ -59,12 +59,12 @@ impl App {
         Ok(Some(Caller { token: token.to_string(), user }))
     }
 
-    /// The identity of a required token, checked without the database: the
-    /// caller still compares its version with the user's row.
-    pub fn identity(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    /// Verifies a required token without the database and returns it with
+    /// its identity. The caller still compares the version with the user's row.
+    pub fn identity(&self, headers: &HeaderMap) -> Result<(String, Identity), ApiError> {
         let token = auth::bearer_token(headers)?
             .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))?;
-        self.verify(token)
+        Ok((token.to_string(), self.verify(token)?))
     }
 
     fn verify(&self, token: &str) -> Result<Identity, ApiError> {

@@ -117,7 +117,9 @@ pub async fn insert_user(db: &impl Statements, user: &NewUser<'_>) -> Result<(),
 /// change, which also bumps the token version.
 pub struct UserUpdate<'a> {
     pub username: &'a str,
+    pub username_key: &'a str,
     pub email: &'a str,
+    pub email_key: &'a str,
     pub bio: &'a str,
     pub image: &'a str,
     pub password_hash: Option<&'a str>,
@@ -125,8 +127,6 @@ pub struct UserUpdate<'a> {
 }
 
 pub async fn update_user(db: &impl Statements, id: &str, update: &UserUpdate<'_>) -> Result<(), DbError> {
-    let username_key = shared::text::normalised_key(update.username);
-    let email_key = shared::text::normalised_key(update.email);
     db.execute(
         "UPDATE users SET username = ?, username_key = ?, email = ?, email_key = ?, bio = ?, image = ?,
                 password_hash = COALESCE(?, password_hash),
@@ -135,9 +135,9 @@ pub async fn update_user(db: &impl Statements, id: &str, update: &UserUpdate<'_>
          WHERE id = ?",
         params![
             update.username,
-            username_key,
+            update.username_key,
             update.email,
-            email_key,
+            update.email_key,
             update.bio,
             update.image,
             update.password_hash,

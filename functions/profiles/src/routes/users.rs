@@ -151,8 +151,7 @@ pub async fn current(app: &App, request: Request) -> Result<Response, ApiError> 
 pub async fn update(app: &App, request: Request) -> Result<Response, ApiError> {
     // The token is checked here; its version is checked against the row
     // locked below, so no separate statement reads the user first.
-    let identity = app.identity(request.headers())?;
-    let token = shared::auth::bearer_token(request.headers())?.unwrap_or_default().to_string();
+    let (token, identity) = app.identity(request.headers())?;
     let body = read_json(request, BODY_LIMIT).await?;
     let changes = Changes::parse(&body)?;
 
@@ -173,14 +172,16 @@ pub async fn update(app: &App, request: Request) -> Result<Response, ApiError> {
             let updated = changes.apply(&current, password_hash.is_some());
 
             let keys = |user: &User| (text::normalised_key(&user.username), text::normalised_key(&user.email));
-            if keys(&updated) != keys(&current) {
-                let (username_key, email_key) = keys(&updated);
+            let (username_key, email_key) = keys(&updated);
+            if keys(&current) != (username_key.clone(), email_key.clone()) {
                 let (username_taken, email_taken) = store::taken(tx, &username_key, &email_key, &current.id).await?;
                 taken_errors(username_taken, email_taken)?;
             }
             let change = UserUpdate {
                 username: &updated.username,
+                username_key: &username_key,
                 email: &updated.email,
+                email_key: &email_key,
                 bio: &updated.bio,
                 image: &updated.image,
                 password_hash: password_hash.as_deref(),
