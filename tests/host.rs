@@ -251,6 +251,47 @@ async fn concurrent_increments_lose_nothing() {
     }
 }
 
+/// Calls the application's key-value wrapper (`shared::kv`) inside the
+/// fixture: `target` is `<label>/<operation>/<key>[?query]`.
+async fn shared_kv(host: &Host, target: &str, body: &str) -> Value {
+    let reply = host.request("POST", &format!("/work/shared-kv/{target}"), &[], body.to_owned()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_kv_wrapper_expires_counts_and_reports() {
+    let host = Host::start(fixture(1));
+    for label in ["default", "cache"] {
+        let (fresh, short, counter) = (unique("fresh"), unique("short"), unique("counter"));
+
+        let written = shared_kv(&host, &format!("{label}/set-fresh/{fresh}?ttl=60"), r#"{"title":"cached"}"#).await;
+        let read = shared_kv(&host, &format!("{label}/get-fresh/{fresh}"), "").await;
+        shared_kv(&host, &format!("{label}/set-fresh/{short}?ttl=1"), "[1,2]").await;
+        let before_expiry = shared_kv(&host, &format!("{label}/get-fresh/{short}"), "").await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let after_expiry = shared_kv(&host, &format!("{label}/get-fresh/{short}"), "").await;
+        let stale_entry = shared_kv(&host, &format!("{label}/get/{short}"), "").await;
+        let deleted = shared_kv(&host, &format!("{label}/delete/{fresh}"), "").await;
+        let gone = shared_kv(&host, &format!("{label}/get-fresh/{fresh}"), "").await;
+        let first = shared_kv(&host, &format!("{label}/increment/{counter}?delta=5"), "").await;
+        let second = shared_kv(&host, &format!("{label}/increment/{counter}?delta=-2"), "").await;
+
+        assert_eq!(written, json!({"result": null, "error": null, "kv_calls": 2}), "{label}: open and set");
+        assert_eq!(read, json!({"result": {"title": "cached"}, "error": null, "kv_calls": 2}), "{label}");
+        assert_eq!(before_expiry["result"], json!([1, 2]), "{label}");
+        assert_eq!(after_expiry["result"], Value::Null, "{label}: an expired entry reads as missing");
+        assert!(stale_entry["result"].as_str().unwrap().contains("\"exp\""), "{label}: {stale_entry}");
+        assert_eq!((deleted["error"].clone(), gone["result"].clone()), (Value::Null, Value::Null), "{label}");
+        assert_eq!((first["result"].clone(), first["kv_calls"].clone()), (json!(5), json!(1)), "{label}");
+        assert_eq!(second["result"], 3, "{label}");
+    }
+    // A label the component was not granted: an error that names the
+    // operation and kind only, and the failed call still counts.
+    let denied = shared_kv(&host, "undeclared/get/key", "").await;
+    assert_eq!(denied, json!({"result": null, "error": "key-value open failed (access denied)", "kv_calls": 1}));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compare_and_swap_fails_after_interference() {
     let host = Host::start(fixture(1));

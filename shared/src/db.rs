@@ -33,6 +33,12 @@ mod bindings {
 use bindings::spin::mysql::mysql::{Connection, DbValue, Error as WitError};
 pub use bindings::spin::mysql::mysql::ParameterValue as Param;
 
+/// The raw `spin:mysql/mysql@3.0.0` interface, for code that must see exactly
+/// what the host returns (the host's own test component). A Wasm binary holds
+/// one copy of these bindings: a second `generate!` of the same world would
+/// merge two type sections into one that no longer parses.
+pub use bindings::spin::mysql::mysql as interface;
+
 /// Seconds a statement waits for a row lock before MySQL gives up (error 1205).
 pub const LOCK_WAIT_TIMEOUT_SECONDS: u32 = 2;
 /// Attempts of one transaction when it meets a deadlock or a lock wait timeout.

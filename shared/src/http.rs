@@ -207,15 +207,13 @@ fn percent_decode(segment: &str) -> Result<String, ApiError> {
 /// as JSON gets 415, a larger one 413, one that does not parse 400.
 pub async fn read_json(request: Request, limit: usize) -> Result<serde_json::Value, ApiError> {
     check_json_content_type(request.headers())?;
-    if let Some(length) = request
+    let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if length > limit as u64 {
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
     }
 
     let body = Limited::new(request.into_body(), limit)
