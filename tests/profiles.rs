@@ -607,10 +607,8 @@ async fn locked_row_retried_then_503() {
     assert!(puts[1]["error"].as_str().unwrap().contains("server error 1205"), "{puts:?}");
 }
 
-/// Polls the server until a locking read of the profiles runtime user has
-/// waited for half a second and returns that statement's query id; with
-/// `after`, only another statement counts (the next attempt of the
-/// transaction). Locking reads of tests running beside this one finish at once.
+/// Returns the query id of a locking read by the profiles runtime user that has
+/// waited over 0.5 s, other than `after` (the transaction's previous attempt).
 async fn next_lock_wait(observer: &mut mysql_async::Conn, after: Option<u64>) -> u64 {
     let query = "SELECT query_id FROM information_schema.processlist \
                  WHERE user = 'conduit_test_profiles' AND info LIKE '%FOR UPDATE' AND time_ms > 500";

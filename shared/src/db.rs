@@ -34,9 +34,9 @@ use bindings::spin::mysql::mysql::{Connection, DbValue, Error as WitError};
 pub use bindings::spin::mysql::mysql::ParameterValue as Param;
 
 /// The raw `spin:mysql/mysql@3.0.0` interface, for code that must see exactly
-/// what the host returns (the host's own test component). A Wasm binary holds
-/// one copy of these bindings: a second `generate!` of the same world would
-/// merge two type sections into one that no longer parses.
+/// what the host returns (the host's own test component). A Wasm binary must
+/// contain one copy of these bindings, because the linker merges the type
+/// sections of a second `generate!` of this world into one that does not parse.
 pub use bindings::spin::mysql::mysql as interface;
 
 /// Seconds a statement waits for a row lock before MySQL gives up (error 1205).
