@@ -260,7 +260,7 @@ async fn shared_kv(host: &Host, target: &str, body: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn shared_kv_wrapper_expires_counts_and_reports() {
+async fn shared_kv_expires_and_counts_calls() {
     let host = Host::start(fixture(1));
     for label in ["default", "cache"] {
         let (fresh, short, counter) = (unique("fresh"), unique("short"), unique("counter"));
@@ -273,9 +273,9 @@ async fn shared_kv_wrapper_expires_counts_and_reports() {
         let after_expiry = shared_kv(&host, &format!("{label}/get-fresh/{short}"), "").await;
         let stale_entry = shared_kv(&host, &format!("{label}/get/{short}"), "").await;
         let deleted = shared_kv(&host, &format!("{label}/delete/{fresh}"), "").await;
-        let gone = shared_kv(&host, &format!("{label}/get-fresh/{fresh}"), "").await;
-        let first = shared_kv(&host, &format!("{label}/increment/{counter}?delta=5"), "").await;
-        let second = shared_kv(&host, &format!("{label}/increment/{counter}?delta=-2"), "").await;
+        let after_delete = shared_kv(&host, &format!("{label}/get-fresh/{fresh}"), "").await;
+        let incremented = shared_kv(&host, &format!("{label}/increment/{counter}?delta=5"), "").await;
+        let decremented = shared_kv(&host, &format!("{label}/increment/{counter}?delta=-2"), "").await;
 
         assert_eq!(written, json!({"result": null, "error": null, "kv_calls": 2}), "{label}: open and set");
         assert_eq!(read, json!({"result": {"title": "cached"}, "error": null, "kv_calls": 2}), "{label}");
@@ -283,13 +283,13 @@ async fn shared_kv_wrapper_expires_counts_and_reports() {
         assert_eq!(after_expiry["result"], Value::Null, "{label}: an expired entry reads as missing");
         assert!(stale_entry["result"].as_str().unwrap().contains("\"exp\""), "{label}: {stale_entry}");
         assert_eq!(deleted["error"], Value::Null, "{label}");
-        assert_eq!(gone["result"], Value::Null, "{label}: a deleted entry reads as missing");
-        assert_eq!(first["result"], 5, "{label}");
-        assert_eq!(first["kv_calls"], 1, "{label}: an increment is one call");
-        assert_eq!(second["result"], 3, "{label}");
+        assert_eq!(after_delete["result"], Value::Null, "{label}: a deleted entry reads as missing");
+        assert_eq!(incremented["result"], 5, "{label}");
+        assert_eq!(incremented["kv_calls"], 1, "{label}: an increment is one call");
+        assert_eq!(decremented["result"], 3, "{label}");
     }
-    // A label the component was not granted: an error that names the
-    // operation and kind only, and the failed call still counts.
+    // A label the component was not granted gives an error that names only the
+    // operation and its kind. The failed open still counts as a call.
     let denied = shared_kv(&host, "undeclared/get/key", "").await;
     assert_eq!(denied, json!({"result": null, "error": "key-value open failed (access denied)", "kv_calls": 1}));
 }

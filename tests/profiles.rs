@@ -577,7 +577,8 @@ async fn locked_row_retried_then_503() {
     // By primary key, so that only this user's row is locked.
     let lock_row = "SELECT id FROM conduit_test_profiles.users WHERE id = ? FOR UPDATE";
 
-    // Held until the first attempt gave up and the second one waits: one retry.
+    // The row stays locked until the first attempt has timed out and the second
+    // is waiting, so the request retries exactly once.
     holder.query_drop("START TRANSACTION").await.unwrap();
     holder.exec_drop(lock_row, (&id,)).await.unwrap();
     let release = async {
@@ -619,5 +620,5 @@ async fn next_lock_wait(observer: &mut mysql_async::Conn, after: Option<u64>) ->
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("the profiles user ran no locking read within 15 s");
+    panic!("timed out after 15 s: no locking read by the profiles user waited over 0.5 s");
 }
