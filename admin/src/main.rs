@@ -8,12 +8,17 @@
 //! passwords and grants are reset to the configured values. Runs are
 //! serialised by a server lock.
 //!
+//! `grant-admin` gives an existing user the `admin` role (see `grant.rs`):
+//! nobody gets it at registration, and admins grant it further through the
+//! profiles API.
+//!
 //! `reset` drops the schemas and users of a test prefix, for a fresh test run.
 //!
 //! Runtime passwords are the components' Spin variables
 //! (`<component>_db_password`), read like the host reads them:
 //! `SPIN_VARIABLE_<NAME>` from the environment, then the env file.
 
+mod grant;
 mod migrations;
 
 use std::collections::HashMap;
@@ -64,6 +69,18 @@ enum Command {
         /// The host part of the runtime users (`'%'` is any host).
         #[arg(long, default_value = "%")]
         user_host: String,
+        /// Migrate only this component (repeatable); default: the application's four.
+        #[arg(long = "component")]
+        components: Vec<String>,
+    },
+    /// Give an existing user the `admin` role (audited; bumps their token version).
+    GrantAdmin {
+        /// The user's id, as `users.id` in the profiles schema stores it.
+        #[arg(long)]
+        user_id: String,
+        /// The manifest whose profiles component lists the event consumers.
+        #[arg(long, default_value = "spin.toml")]
+        manifest: PathBuf,
     },
     /// Drop every schema and runtime user of the prefix. Only for prefixes ending in `_test`.
     Reset {
@@ -93,8 +110,20 @@ async fn run(cli: Cli) -> Result<()> {
         .with_context(|| format!("cannot connect to the database server at {target} as admin"))?;
 
     let result = match cli.command {
-        Command::Migrate { migrations, env_file, user_host } => {
-            migrate(&mut conn, &cli.prefix, &migrations, &env_file, &user_host).await
+        Command::Migrate { migrations, env_file, user_host, components } => {
+            let components = if components.is_empty() {
+                COMPONENTS.iter().map(|c| c.to_string()).collect()
+            } else {
+                components
+            };
+            for component in &components {
+                check_identifier("component", component)?;
+            }
+            migrate(&mut conn, &cli.prefix, &components, &migrations, &env_file, &user_host).await
+        }
+        Command::GrantAdmin { user_id, manifest } => {
+            let consumers = grant::event_consumers(&manifest)?;
+            grant::grant_admin(&mut conn, &cli.prefix, &user_id, &consumers).await
         }
         Command::Reset { user_host } => reset(&mut conn, &cli.prefix, &user_host).await,
     };
@@ -102,7 +131,14 @@ async fn run(cli: Cli) -> Result<()> {
     result
 }
 
-async fn migrate(conn: &mut Conn, prefix: &str, dir: &std::path::Path, env_file: &std::path::Path, user_host: &str) -> Result<()> {
+async fn migrate(
+    conn: &mut Conn,
+    prefix: &str,
+    components: &[String],
+    dir: &std::path::Path,
+    env_file: &std::path::Path,
+    user_host: &str,
+) -> Result<()> {
     let env_file_values = read_env_file(env_file)?;
     let locked: Option<i64> = conn.exec_first("SELECT GET_LOCK(?, 60)", (LOCK_NAME,)).await?;
     if locked != Some(1) {
@@ -110,7 +146,7 @@ async fn migrate(conn: &mut Conn, prefix: &str, dir: &std::path::Path, env_file:
     }
 
     let mut outcome = Ok(());
-    for component in COMPONENTS {
+    for component in components {
         let password = runtime_password(component, &env_file_values)?;
         outcome = migrate_component(conn, prefix, component, &password, &dir.join(component), user_host).await;
         if outcome.is_err() {
@@ -189,8 +225,12 @@ async fn reset(conn: &mut Conn, prefix: &str, user_host: &str) -> Result<()> {
     if !prefix.ends_with("_test") {
         bail!("reset drops data; it only accepts prefixes ending in `_test`, not `{prefix}`");
     }
-    for component in COMPONENTS {
-        let schema = format!("{prefix}_{component}");
+    // Every schema of the prefix, the test-only ones included.
+    let pattern = format!("{}\\_%", prefix.replace('_', "\\_"));
+    let schemas: Vec<String> = conn
+        .exec("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE ?", (pattern,))
+        .await?;
+    for schema in schemas {
         conn.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`")).await?;
         conn.query_drop(format!("DROP USER IF EXISTS '{schema}'@'{}'", quote_host(user_host)?)).await?;
         println!("{schema}: dropped");

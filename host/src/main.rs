@@ -11,6 +11,7 @@ mod outbound;
 mod output;
 mod routes;
 mod runtime_config;
+mod scheduler;
 mod server;
 mod state;
 mod tls;
@@ -97,6 +98,12 @@ struct UpArgs {
     /// TLS private key (PEM) for --tls-cert.
     #[arg(long, env = "SPIN_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+
+    /// How often to call each component's `POST /ops/<component>/dispatch`
+    /// with the `scheduler_token` variable, e.g. `10s` (a bare number is
+    /// seconds); `0` turns the scheduler off.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    dispatch_interval: Duration,
 
     /// Test-only: serve the fault switch on this loopback address.
     #[arg(long)]
@@ -212,6 +219,7 @@ async fn up(args: UpArgs) -> Result<()> {
         "startup_ms": started.elapsed().as_millis() as u64,
     }));
 
+    scheduler::start(app.clone(), &manifest, &app_variables, args.dispatch_interval);
     tokio::select! {
         result = app.serve(listener, tls) => result,
         signal = shutdown_signal() => {

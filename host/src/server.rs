@@ -29,6 +29,9 @@ use crate::outbound::{Body, CHAINED_CLIENT_ADDR, OutboundHooks};
 use crate::routes::{RouteMatch, Router};
 use crate::state::{ComponentRuntime, HostState};
 
+/// The client address of the scheduler's requests: the host itself.
+pub const SCHEDULER_CLIENT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// Spin's instance-reuse settings; each may be a value or a `low..high` range
 /// sampled per instance, as `spin up` accepts them.
 #[derive(Clone, Copy, Debug)]
@@ -265,6 +268,18 @@ impl App {
             "sequence": self.next_request.fetch_add(1, Ordering::Relaxed),
             "chained": false,
         }));
+    }
+
+    /// Sends the scheduler's `POST` to a dispatch route, through the router
+    /// like a client's request, from [`SCHEDULER_CLIENT_ADDR`]. Returns the status.
+    pub async fn dispatch_scheduled(self: &Arc<Self>, path: &str, token: &str) -> u16 {
+        let Some(route) = self.router.route(path) else { return 404 };
+        let request = http::Request::post(path)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(http::header::CONTENT_LENGTH, "0")
+            .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync());
+        let Ok(request) = request else { return 400 };
+        self.dispatch(route, request, SCHEDULER_CLIENT_ADDR, Scheme::HTTP, false).await.status().as_u16()
     }
 
     /// Dispatches a service-chaining request from a component to `component`.

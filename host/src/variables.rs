@@ -75,6 +75,11 @@ impl AppVariables {
         Ok(Self { values })
     }
 
+    /// Returns an application variable's resolved value, if the manifest declares it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
     /// Expands `{{ name }}` references to application variables.
     pub fn expand(&self, template: &str) -> Result<String> {
         let mut out = String::with_capacity(template.len());

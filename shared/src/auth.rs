@@ -78,25 +78,45 @@ pub fn signing_key(variable: &str, seed_hex: &Secret) -> Result<Ed25519KeyPair, 
 }
 
 thread_local! {
-    /// The last key derived, with the seed it came from. A component instance
-    /// serves many requests (Spin reuses it up to 128 times), and deriving the
-    /// public key costs a scalar multiplication, so the key is derived once
-    /// per seed. It is the same for every request, as globals must be.
-    static DERIVED_KEY: std::cell::RefCell<Option<(String, std::rc::Rc<SigningKey>)>> =
-        const { std::cell::RefCell::new(None) };
+    /// The keys derived so far, with the seeds they came from. A component
+    /// instance serves many requests (Spin reuses it up to 128 times), and
+    /// deriving the public key costs a scalar multiplication, so each key is
+    /// derived once per seed. A component holds at most two (user tokens and
+    /// service tokens); the list is capped so a changing seed cannot grow it.
+    /// The keys are the same for every request, as globals must be.
+    static DERIVED_KEYS: std::cell::RefCell<Vec<(String, std::rc::Rc<SigningKey>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// How many derived keys an instance keeps.
+const DERIVED_KEYS_KEPT: usize = 4;
 
 /// Returns [`signing_key`] for this seed, derived once per instance and seed.
 pub fn cached_signing_key(variable: &str, seed_hex: &Secret) -> Result<std::rc::Rc<SigningKey>, ConfigError> {
-    let cached = DERIVED_KEY.with_borrow(|cached| {
-        cached.as_ref().filter(|(seed, _)| seed == seed_hex.expose()).map(|(_, key)| key.clone())
+    let cached = DERIVED_KEYS.with_borrow(|keys| {
+        keys.iter().find(|(seed, _)| seed == seed_hex.expose()).map(|(_, key)| key.clone())
     });
     if let Some(key) = cached {
         return Ok(key);
     }
     let key = std::rc::Rc::new(signing_key(variable, seed_hex)?);
-    DERIVED_KEY.set(Some((seed_hex.expose().to_string(), key.clone())));
+    DERIVED_KEYS.with_borrow_mut(|keys| {
+        if keys.len() >= DERIVED_KEYS_KEPT {
+            keys.remove(0);
+        }
+        keys.push((seed_hex.expose().to_string(), key.clone()));
+    });
     Ok(key)
+}
+
+/// Rejects a caller without `role` with 403. Roles come from a verified
+/// token whose version was checked, so they are the user's current roles.
+pub fn require_role(identity: &Identity, role: &str) -> Result<(), ApiError> {
+    if identity.has_role(role) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!("this route needs the `{role}` role")))
+    }
 }
 
 /// Signs a token for `identity`.
@@ -241,8 +261,19 @@ mod tests {
         let again = cached_signing_key("user_token_key", &Secret::new(SEED)).unwrap();
         let other = cached_signing_key("user_token_key", &other_seed).unwrap();
 
+        let first_again = cached_signing_key("user_token_key", &Secret::new(SEED)).unwrap();
+
         assert!(std::rc::Rc::ptr_eq(&first, &again));
+        assert!(std::rc::Rc::ptr_eq(&first, &first_again), "a second seed must not evict the first");
         assert_ne!(first.public_key().to_bytes(), other.public_key().to_bytes());
+    }
+
+    #[test]
+    fn roles_are_required_by_name() {
+        let admin = Identity { roles: vec![ROLE_USER.into(), ROLE_ADMIN.into()], ..alice() };
+
+        assert!(require_role(&admin, ROLE_ADMIN).is_ok());
+        assert!(matches!(require_role(&alice(), ROLE_ADMIN), Err(ApiError::Forbidden(_))));
     }
 
     #[test]

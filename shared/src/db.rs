@@ -107,7 +107,7 @@ impl DbError {
         Some(name.rsplit('.').next().unwrap_or(name))
     }
 
-    fn decode(detail: String) -> Self {
+    pub(crate) fn decode(detail: String) -> Self {
         Self { kind: DbErrorKind::Decode, code: None, server_message: None, detail }
     }
 

@@ -34,6 +34,9 @@ pub struct Ctx {
     pub request_id: String,
     /// From a valid incoming `traceparent`, for the log line.
     pub trace_id: Option<String>,
+    /// The request id of the component that made this call, when another
+    /// component called through [`crate::service::ServiceKey::call`].
+    pub caller_request_id: Option<String>,
     /// Counters for the log line; `Db` and `Kv` handles share them.
     pub stats: Rc<Stats>,
     route: Cell<&'static str>,
@@ -48,10 +51,16 @@ impl Ctx {
             .filter_map(|value| value.to_str().ok())
             .find_map(crate::telemetry::trace_id)
             .map(str::to_string);
+        let caller_request_id = headers
+            .get(crate::service::CALLER_REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| id.len() == 24 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .map(str::to_string);
         Self {
             component,
             request_id: crate::ids::random_hex(12),
             trace_id,
+            caller_request_id,
             stats: Rc::new(Stats::default()),
             route: Cell::new("unmatched"),
             note: std::cell::RefCell::new(None),
@@ -63,6 +72,14 @@ impl Ctx {
     /// the log line. The text follows the log rules: no personal data.
     pub fn note_error(&self, reason: impl Into<String>) {
         *self.note.borrow_mut() = Some(reason.into());
+    }
+
+    /// Returns a `traceparent` for a call this request makes: the same trace,
+    /// a fresh parent id. Without an incoming trace there is none to continue.
+    pub fn child_traceparent(&self) -> Option<String> {
+        self.trace_id
+            .as_ref()
+            .map(|trace_id| format!("00-{trace_id}-{}-01", crate::ids::random_hex(8)))
     }
 
     /// Names the route pattern being served, for the log line.
@@ -100,6 +117,7 @@ pub async fn serve(
         started,
         request_id: &ctx.request_id,
         trace_id: ctx.trace_id.as_deref(),
+        caller_request_id: ctx.caller_request_id.as_deref(),
         stats: &ctx.stats,
         error,
     }

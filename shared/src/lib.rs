@@ -6,7 +6,10 @@
 //! - [`config`]: Spin variables and secrets;
 //! - [`db`]: MySQL through `spin:mysql/mysql@3.0.0`;
 //! - [`kv`]: the key-value store;
-//! - [`auth`]: user tokens; [`password`]: Argon2id hashes;
+//! - [`auth`]: user tokens and roles; [`password`]: Argon2id hashes;
+//! - [`service`]: service tokens and calls between components;
+//! - [`events`]: the outbox, event delivery, dispatch and resync;
+//! - [`revocation`]: refusing revoked user tokens outside profiles;
 //! - [`text`]: normalised keys and limits for what users type;
 //! - [`ids`], [`time`]: identifiers and timestamps as the application stores them;
 //! - [`telemetry`]: the request log line and its counters.
@@ -17,11 +20,14 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod ids;
 pub mod json;
 pub mod kv;
 pub mod password;
+pub mod revocation;
+pub mod service;
 pub mod telemetry;
 pub mod text;
 pub mod time;

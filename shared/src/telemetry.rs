@@ -53,6 +53,8 @@ pub struct RequestLog<'a> {
     pub started: Instant,
     pub request_id: &'a str,
     pub trace_id: Option<&'a str>,
+    /// The calling component's request id, for a chained call.
+    pub caller_request_id: Option<&'a str>,
     pub stats: &'a Stats,
     /// For 5xx only: the cause chain, free of personal data and server messages.
     pub error: Option<String>,
@@ -78,6 +80,9 @@ impl RequestLog<'_> {
         });
         if let Some(trace_id) = self.trace_id {
             line["trace_id"] = trace_id.into();
+        }
+        if let Some(caller) = self.caller_request_id {
+            line["caller_request_id"] = caller.into();
         }
         if let Some(error) = &self.error {
             line["error"] = error.as_str().into();
@@ -128,6 +133,7 @@ mod tests {
             started: Instant::now(),
             request_id: "r1",
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            caller_request_id: None,
             stats: &stats,
             error: None,
         }

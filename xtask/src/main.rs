@@ -181,7 +181,9 @@ fn test(args: &[String]) -> Result<()> {
 }
 
 /// Drops and re-creates the test schemas with the known test secrets, then
-/// migrates a second time, which must find nothing to do.
+/// migrates a second time, which must find nothing to do. The test-only
+/// event consumer (a component of the host's test application) gets its
+/// schema from `tests/fixture/migrations/`.
 fn prepare_test_database() -> Result<()> {
     let test_env = read_env_file(&root().join(TEST_ENV))?;
     let admin = || {
@@ -193,7 +195,15 @@ fn prepare_test_database() -> Result<()> {
     for _ in 0..2 {
         run(admin().args(["migrate", "--env-file", TEST_ENV]))?;
     }
-    Ok(())
+    run(admin().args([
+        "migrate",
+        "--env-file",
+        TEST_ENV,
+        "--migrations",
+        "tests/fixture/migrations",
+        "--component",
+        "consumer",
+    ]))
 }
 
 fn bench() -> Result<()> {

@@ -1,17 +1,22 @@
-//! The state every route of this component uses: the database and the token
-//! keys, read from the component's Spin variables.
+//! The state every route of this component uses: the database, the token
+//! keys and the outbox, read from the component's Spin variables.
 
 use shared::ApiError;
 use shared::auth::{self, Identity, SigningKey, TokenError, TokenSettings};
 use shared::config;
 use shared::db::Db;
+use shared::events::{Event, Outbox};
 use shared::http::Ctx;
+use shared::service::ServiceKey;
 use spin_sdk::http::HeaderMap;
 
 use crate::store::{self, User};
 
-pub struct App {
+pub struct App<'a> {
+    pub ctx: &'a Ctx,
     pub db: Db,
+    pub outbox: Outbox,
+    pub service: ServiceKey,
     key: std::rc::Rc<SigningKey>,
     tokens: TokenSettings,
 }
@@ -22,9 +27,9 @@ pub struct Caller {
     pub user: User,
 }
 
-impl App {
+impl<'a> App<'a> {
     /// Reads the component's variables. A missing one is a 500 whose log line names it.
-    pub async fn load(ctx: &Ctx) -> Result<Self, ApiError> {
+    pub async fn load(ctx: &'a Ctx) -> Result<Self, ApiError> {
         let db_url = config::required_secret("db_url").await?;
         let key = auth::cached_signing_key("token_key", &config::required_secret("token_key").await?)?;
         let tokens = TokenSettings {
@@ -32,7 +37,20 @@ impl App {
             audience: config::required("token_audience").await?,
             lifetime_seconds: config::parsed("token_ttl_seconds").await?,
         };
-        Ok(Self { db: Db::new(db_url, ctx.stats.clone()), key, tokens })
+        Ok(Self {
+            ctx,
+            db: Db::new(db_url, ctx.stats.clone()),
+            outbox: Outbox::load(ctx).await?,
+            service: ServiceKey::load(ctx.component).await?,
+            key,
+            tokens,
+        })
+    }
+
+    /// Pushes events this request committed to their consumers (see
+    /// `shared::events`); a consumer that is down gets them from dispatch.
+    pub async fn publish(&self, events: &[Event]) {
+        self.outbox.push(self.ctx, &self.db, &self.service, events).await;
     }
 
     /// Issues a token for `user`, carrying the user's roles and token version.
@@ -80,7 +98,8 @@ impl App {
     }
 }
 
-/// Rejects a token issued before the user's last password change.
+/// Rejects a token issued before the user's last password change, role
+/// change or logout-all.
 pub fn check_version(identity: &Identity, user: &User) -> Result<(), ApiError> {
     if identity.token_version == user.token_version {
         Ok(())

@@ -1,11 +1,13 @@
 //! The profiles component: the RealWorld users and profiles contract
 //! (registration, login, the current user, profiles, follows). It owns users,
 //! their roles and follows, and issues the tokens every component accepts.
+//! Changes to users and follows are published as events (see `events.rs`).
 //!
 //! This file is the routing table. It matches on the request URI path, not on
 //! the `spin-path-info` header, which a client can also send.
 
 mod app;
+mod events;
 mod routes;
 mod store;
 
@@ -24,6 +26,11 @@ enum Route {
     Profile(String),
     Follow(String),
     Unfollow(String),
+    LogoutAll,
+    SetRoles(String),
+    DeleteUser(String),
+    Resync,
+    Dispatch,
     Health,
 }
 
@@ -49,6 +56,26 @@ fn resolve(method: &Method, path: &str) -> (&'static str, Result<Route, ApiError
                 "PUT" => Ok(Route::UpdateUser),
                 _ => allow("GET, PUT"),
             },
+        ),
+        ["api", "user", "logout-all"] => (
+            "/api/user/logout-all",
+            if m == "POST" { Ok(Route::LogoutAll) } else { allow("POST") },
+        ),
+        ["api", "admin", "users", username] if !username.is_empty() => (
+            "/api/admin/users/:username",
+            if m == "DELETE" { Ok(Route::DeleteUser(username.to_string())) } else { allow("DELETE") },
+        ),
+        ["api", "admin", "users", username, "roles"] if !username.is_empty() => (
+            "/api/admin/users/:username/roles",
+            if m == "PUT" { Ok(Route::SetRoles(username.to_string())) } else { allow("PUT") },
+        ),
+        ["internal", "profiles", "resync"] => (
+            "/internal/profiles/resync",
+            if m == "GET" { Ok(Route::Resync) } else { allow("GET") },
+        ),
+        ["ops", "profiles", "dispatch"] => (
+            "/ops/profiles/dispatch",
+            if m == "POST" { Ok(Route::Dispatch) } else { allow("POST") },
         ),
         ["api", "profiles", username] if !username.is_empty() => (
             "/api/profiles/:username",
@@ -92,6 +119,11 @@ async fn dispatch(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
         Route::Profile(username) => routes::profiles::get(&app, request, &username).await,
         Route::Follow(username) => routes::profiles::follow(&app, request, &username).await,
         Route::Unfollow(username) => routes::profiles::unfollow(&app, request, &username).await,
+        Route::LogoutAll => routes::users::logout_all(&app, request).await,
+        Route::SetRoles(username) => routes::admin::set_roles(&app, request, &username).await,
+        Route::DeleteUser(username) => routes::admin::delete_user(&app, request, &username).await,
+        Route::Resync => routes::ops::resync(&app, request).await,
+        Route::Dispatch => routes::ops::dispatch(&app, request).await,
         Route::Health => unreachable!("answered above"),
     }
 }

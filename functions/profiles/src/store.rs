@@ -1,5 +1,7 @@
-//! Every SQL statement of the profiles component. Each function runs exactly
-//! one statement, so a route's statement count is the calls it makes here.
+//! Every SQL statement of the profiles component, except the outbox's
+//! (`shared::events`) and the event snapshots (`events.rs`). Each function
+//! runs exactly one statement unless its comment says otherwise, so a
+//! route's statement count follows from the calls it makes here.
 
 use shared::auth::{Identity, ROLE_USER};
 use shared::db::{DbError, Row, Statements};
@@ -25,7 +27,7 @@ impl User {
         Identity { user_id: self.id.clone(), token_version: self.token_version, roles }
     }
 
-    fn from_row(row: &Row) -> Result<Self, DbError> {
+    pub fn from_row(row: &Row) -> Result<Self, DbError> {
         let roles: Option<String> = row.get("roles")?;
         Ok(Self {
             id: row.get("id")?,
@@ -48,7 +50,7 @@ pub struct Credentials {
 }
 
 /// The columns of [`User`], with granted roles folded into one value.
-const USER_COLUMNS: &str = "u.id, u.username, u.email, u.bio, u.image, u.token_version,
+pub const USER_COLUMNS: &str = "u.id, u.username, u.email, u.bio, u.image, u.token_version,
     (SELECT GROUP_CONCAT(r.role ORDER BY r.role SEPARATOR ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
 
 pub async fn user_by_id(db: &impl Statements, id: &str) -> Result<Option<User>, DbError> {
@@ -193,6 +195,71 @@ pub async fn follow(db: &impl Statements, follower_id: &str, followee_id: &str, 
 pub async fn unfollow(db: &impl Statements, follower_id: &str, followee_id: &str) -> Result<(), DbError> {
     db.execute("DELETE FROM follows WHERE follower_id = ? AND followee_id = ?", params![follower_id, followee_id])
         .await
+}
+
+/// Reads and locks a user by username key until the transaction ends.
+pub async fn lock_user_by_username(db: &impl Statements, username_key: &str) -> Result<Option<User>, DbError> {
+    let statement = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username_key = ? FOR UPDATE");
+    db.query_one(&statement, params![username_key]).await?.as_ref().map(User::from_row).transpose()
+}
+
+/// Bumps a user's token version: every token issued before stops working.
+pub async fn bump_token_version(db: &impl Statements, id: &str, now: i64) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE users SET token_version = token_version + 1, updated_at = ? WHERE id = ?",
+        params![now, id],
+    )
+    .await
+}
+
+/// Grants and revokes roles and writes one audit row per change: at most
+/// three statements whatever the number of changes, none when there is no change.
+pub async fn change_roles(
+    db: &impl Statements,
+    actor: &str,
+    user_id: &str,
+    grant: &[&str],
+    revoke: &[&str],
+    now: i64,
+) -> Result<(), DbError> {
+    if !revoke.is_empty() {
+        let statement = format!(
+            "DELETE FROM user_roles WHERE user_id = ? AND role IN ({})",
+            vec!["?"; revoke.len()].join(", ")
+        );
+        let mut values = params![user_id];
+        values.extend(revoke.iter().map(|role| shared::db::Param::from(*role)));
+        db.execute(&statement, values).await?;
+    }
+    if !grant.is_empty() {
+        let statement = format!(
+            "INSERT INTO user_roles (user_id, role, granted_at) VALUES {}",
+            vec!["(?, ?, ?)"; grant.len()].join(", ")
+        );
+        let mut values = Vec::new();
+        for role in grant {
+            values.extend(params![user_id, *role, now]);
+        }
+        db.execute(&statement, values).await?;
+    }
+    let changes: Vec<(&str, &str)> =
+        grant.iter().map(|r| (*r, "grant")).chain(revoke.iter().map(|r| (*r, "revoke"))).collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let statement = format!(
+        "INSERT INTO role_audit (id, actor, user_id, role, action, at) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?)"; changes.len()].join(", ")
+    );
+    let mut values = Vec::new();
+    for (role, action) in changes {
+        values.extend(params![shared::ids::uuid_v7(), actor, user_id, role, action, now]);
+    }
+    db.execute(&statement, values).await
+}
+
+pub async fn delete_user(db: &impl Statements, id: &str) -> Result<(), DbError> {
+    db.execute("DELETE FROM users WHERE id = ?", params![id]).await
 }
 
 /// Runs a trivial query, for the health check.

@@ -9,6 +9,7 @@ use shared::text::normalised_key;
 use spin_sdk::http::{Request, StatusCode};
 
 use crate::app::App;
+use crate::events;
 use crate::routes::users::profile_json;
 use crate::store::{self, Profile};
 
@@ -20,7 +21,7 @@ fn profile_response(profile: &Profile, following: bool) -> Response {
     json(StatusCode::OK, &profile_json(&profile.username, &profile.bio, &profile.image, following))
 }
 
-pub async fn get(app: &App, request: Request, username: &str) -> Result<Response, ApiError> {
+pub async fn get(app: &App<'_>, request: Request, username: &str) -> Result<Response, ApiError> {
     let caller = app.optional_caller(request.headers()).await?;
     let viewer = caller.as_ref().map(|c| c.user.id.as_str());
 
@@ -39,23 +40,42 @@ fn check_not_self(caller_id: &str, profile: &Profile) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn follow(app: &App, request: Request, username: &str) -> Result<Response, ApiError> {
+/// Follows (`following` true) or unfollows. A change is written with its
+/// event in one transaction; asking for the state that already holds
+/// writes nothing and publishes nothing.
+async fn set_following(app: &App<'_>, request: Request, username: &str, following: bool) -> Result<Response, ApiError> {
     let caller = app.caller(request.headers()).await?;
-    let profile = store::profile(&app.db, &normalised_key(username), None).await?.ok_or_else(not_found)?;
+    let profile = store::profile(&app.db, &normalised_key(username), Some(&caller.user.id))
+        .await?
+        .ok_or_else(not_found)?;
     check_not_self(&caller.user.id, &profile)?;
+    if profile.following == following {
+        return Ok(no_store(profile_response(&profile, following)));
+    }
 
-    store::follow(&app.db, &caller.user.id, &profile.id, shared::time::now_micros())
-        .await
-        // 1452: the user was deleted between the lookup and the insert.
-        .map_err(|error| if error.code() == Some(1452) { not_found() } else { error.into() })?;
-    Ok(no_store(profile_response(&profile, true)))
+    let now = shared::time::now_micros();
+    let event = app
+        .db
+        .transaction(async |tx| {
+            if following {
+                store::follow(tx, &caller.user.id, &profile.id, now)
+                    .await
+                    // 1452: the user was deleted between the lookup and the insert.
+                    .map_err(|error| if error.code() == Some(1452) { not_found() } else { error.into() })?;
+            } else {
+                store::unfollow(tx, &caller.user.id, &profile.id).await?;
+            }
+            Ok(events::follow_changed(&app.outbox, tx, &caller.user.id, &profile.id, following).await?)
+        })
+        .await?;
+    app.publish(&[event]).await;
+    Ok(no_store(profile_response(&profile, following)))
 }
 
-pub async fn unfollow(app: &App, request: Request, username: &str) -> Result<Response, ApiError> {
-    let caller = app.caller(request.headers()).await?;
-    let profile = store::profile(&app.db, &normalised_key(username), None).await?.ok_or_else(not_found)?;
-    check_not_self(&caller.user.id, &profile)?;
+pub async fn follow(app: &App<'_>, request: Request, username: &str) -> Result<Response, ApiError> {
+    set_following(app, request, username, true).await
+}
 
-    store::unfollow(&app.db, &caller.user.id, &profile.id).await?;
-    Ok(no_store(profile_response(&profile, false)))
+pub async fn unfollow(app: &App<'_>, request: Request, username: &str) -> Result<Response, ApiError> {
+    set_following(app, request, username, false).await
 }

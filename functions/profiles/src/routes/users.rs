@@ -10,6 +10,7 @@ use shared::{password, text};
 use spin_sdk::http::{Request, StatusCode};
 
 use crate::app::{App, check_version};
+use crate::events;
 use crate::store::{self, NewUser, User, UserUpdate};
 
 /// Bodies of these routes are small; this leaves room for a long bio.
@@ -55,7 +56,7 @@ fn taken_errors(username_taken: bool, email_taken: bool) -> Result<(), ApiError>
     errors.into_result()
 }
 
-pub async fn register(app: &App, request: Request) -> Result<Response, ApiError> {
+pub async fn register(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
     let body = read_json(request, BODY_LIMIT).await?;
     let mut fields = wrapped(&body, "user")?;
     let username = fields.required_string("username");
@@ -80,25 +81,8 @@ pub async fn register(app: &App, request: Request) -> Result<Response, ApiError>
     taken_errors(username_taken, email_taken)?;
 
     let password_hash = password::hash(&password).map_err(ApiError::Internal)?;
-    let id = shared::ids::uuid_v7();
-    let new_user = NewUser {
-        id: &id,
-        username: &username,
-        username_key: &username_key,
-        email: &email,
-        email_key: &email_key,
-        password_hash: &password_hash,
-        now: shared::time::now_micros(),
-    };
-    if let Err(error) = store::insert_user(&app.db, &new_user).await {
-        return Err(match duplicate_field(&error) {
-            Some(field) => ApiError::invalid(field, "has already been taken"),
-            None => error.into(),
-        });
-    }
-
     let user = User {
-        id,
+        id: shared::ids::uuid_v7(),
         username,
         email,
         bio: String::new(),
@@ -106,11 +90,32 @@ pub async fn register(app: &App, request: Request) -> Result<Response, ApiError>
         token_version: 1,
         granted_roles: Vec::new(),
     };
+    let new_user = NewUser {
+        id: &user.id,
+        username: &user.username,
+        username_key: &username_key,
+        email: &user.email,
+        email_key: &email_key,
+        password_hash: &password_hash,
+        now: shared::time::now_micros(),
+    };
+    let event = app
+        .db
+        .transaction(async |tx| {
+            store::insert_user(tx, &new_user).await.map_err(|error| match duplicate_field(&error) {
+                Some(field) => ApiError::invalid(field, "has already been taken"),
+                None => error.into(),
+            })?;
+            Ok(events::user_changed(&app.outbox, tx, "user.created", &user).await?)
+        })
+        .await?;
+    app.publish(&[event]).await;
+
     let token = app.issue_token(&user)?;
     Ok(user_response(StatusCode::CREATED, &user, &token))
 }
 
-pub async fn login(app: &App, request: Request) -> Result<Response, ApiError> {
+pub async fn login(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
     let body = read_json(request, BODY_LIMIT).await?;
     let mut fields = wrapped(&body, "user")?;
     let email = fields.required_string("email");
@@ -139,7 +144,7 @@ pub async fn login(app: &App, request: Request) -> Result<Response, ApiError> {
     Ok(user_response(StatusCode::OK, &credentials.user, &token))
 }
 
-pub async fn current(app: &App, request: Request) -> Result<Response, ApiError> {
+pub async fn current(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
     let caller = app.caller(request.headers()).await?;
     Ok(user_response(StatusCode::OK, &caller.user, &caller.token))
 }
@@ -148,7 +153,7 @@ pub async fn current(app: &App, request: Request) -> Result<Response, ApiError> 
 /// password change bumps the token version (every older token stops
 /// working) and returns a new token. `null` clears `bio` or `image`, leaves
 /// the password unchanged, and is invalid for `username` and `email`.
-pub async fn update(app: &App, request: Request) -> Result<Response, ApiError> {
+pub async fn update(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
     // The token is checked here; its version is checked against the row
     // locked below, so no separate statement reads the user first.
     let (token, identity) = app.identity(request.headers())?;
@@ -162,7 +167,7 @@ pub async fn update(app: &App, request: Request) -> Result<Response, ApiError> {
     };
     let now = shared::time::now_micros();
 
-    let user = app
+    let (user, event) = app
         .db
         .transaction(async |tx| {
             let current = store::lock_user(tx, &identity.user_id)
@@ -191,12 +196,37 @@ pub async fn update(app: &App, request: Request) -> Result<Response, ApiError> {
                 Some(field) => ApiError::invalid(field, "has already been taken"),
                 None => error.into(),
             })?;
-            Ok(updated)
+            let event = events::user_changed(&app.outbox, tx, "user.updated", &updated).await?;
+            Ok((updated, event))
         })
         .await?;
+    app.publish(&[event]).await;
 
     let token = if password_hash.is_some() { app.issue_token(&user)? } else { token };
     Ok(user_response(StatusCode::OK, &user, &token))
+}
+
+/// `POST /api/user/logout-all`: bumps the caller's token version, so every
+/// token issued so far stops working (this one included), here at once and in
+/// the other components as soon as the `user.updated` event reaches them.
+/// Answers 204; the client logs in again.
+pub async fn logout_all(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
+    let (_, identity) = app.identity(request.headers())?;
+    let now = shared::time::now_micros();
+    let event = app
+        .db
+        .transaction(async |tx| {
+            let mut user = store::lock_user(tx, &identity.user_id)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
+            check_version(&identity, &user)?;
+            store::bump_token_version(tx, &user.id, now).await?;
+            user.token_version += 1;
+            Ok(events::user_changed(&app.outbox, tx, "user.updated", &user).await?)
+        })
+        .await?;
+    app.publish(&[event]).await;
+    Ok(no_store(shared::http::with_body(StatusCode::NO_CONTENT, "text/plain", "")))
 }
 
 /// The validated fields of a `PUT /api/user` body.

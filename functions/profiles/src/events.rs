@@ -1,0 +1,104 @@
+//! The events profiles publishes, and the snapshots its resync endpoint serves.
+//!
+//! - `user.created`, `user.updated`, `user.deleted` on the `user` aggregate
+//!   (id = the user's id). The payload is the public profile plus the token
+//!   version and roles: `{id, username, bio, image, token_version, roles}`;
+//!   a deletion carries only `{id}`. Emails and password hashes never leave
+//!   profiles in an event.
+//! - `follow.created`, `follow.deleted` on the `follow` aggregate
+//!   (id = `<follower id>:<followee id>`), payload `{follower_id, followee_id}`.
+
+use serde_json::{Value, json};
+use shared::db::{DbError, Row, Statements, Tx};
+use shared::events::{Event, Outbox, ResyncQuery};
+use shared::params;
+
+use crate::store::User;
+
+pub const USER: &str = "user";
+pub const FOLLOW: &str = "follow";
+
+fn user_payload(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "username": user.username,
+        "bio": user.bio,
+        "image": user.image,
+        "token_version": user.token_version,
+        "roles": user.identity().roles,
+    })
+}
+
+/// Records `user.created` or `user.updated` with the user as now stored.
+pub async fn user_changed(outbox: &Outbox, tx: &Tx<'_>, kind: &str, user: &User) -> Result<Event, DbError> {
+    outbox.record(tx, kind, USER, &user.id, user_payload(user)).await
+}
+
+pub async fn user_deleted(outbox: &Outbox, tx: &Tx<'_>, user_id: &str) -> Result<Event, DbError> {
+    outbox.record(tx, "user.deleted", USER, user_id, json!({ "id": user_id })).await
+}
+
+/// Records `follow.created` or, when `following` is false, `follow.deleted`.
+pub async fn follow_changed(
+    outbox: &Outbox,
+    tx: &Tx<'_>,
+    follower_id: &str,
+    followee_id: &str,
+    following: bool,
+) -> Result<Event, DbError> {
+    let kind = if following { "follow.created" } else { "follow.deleted" };
+    let payload = json!({ "follower_id": follower_id, "followee_id": followee_id });
+    outbox.record(tx, kind, FOLLOW, &format!("{follower_id}:{followee_id}"), payload).await
+}
+
+/// Reads one resync page of current users or follows, each with its
+/// current version (0 for one not changed since events began).
+pub async fn snapshots(db: &impl Statements, query: &ResyncQuery) -> Result<Option<Vec<Event>>, DbError> {
+    match query.aggregate_type.as_str() {
+        USER => {
+            let statement = format!(
+                "SELECT {}, COALESCE(v.version, 0) AS version
+                 FROM users u
+                 LEFT JOIN event_versions v ON v.aggregate_type = 'user' AND v.aggregate_id = u.id
+                 WHERE u.id > ? ORDER BY u.id LIMIT ?",
+                crate::store::USER_COLUMNS
+            );
+            let rows = db.query(&statement, params![&query.after, query.limit]).await?;
+            rows.iter()
+                .map(|row| {
+                    let user = User::from_row(row)?;
+                    Ok(Event::snapshot("profiles", USER, &user.id, row.get("version")?, user_payload(&user)))
+                })
+                .collect::<Result<Vec<_>, DbError>>()
+                .map(Some)
+        }
+        FOLLOW => {
+            let (after_follower, after_followee) = query.after.split_once(':').unwrap_or((&query.after, ""));
+            let rows = db
+                .query(
+                    "SELECT f.follower_id, f.followee_id, COALESCE(v.version, 0) AS version
+                     FROM follows f
+                     LEFT JOIN event_versions v
+                       ON v.aggregate_type = 'follow' AND v.aggregate_id = CONCAT(f.follower_id, ':', f.followee_id)
+                     WHERE (f.follower_id, f.followee_id) > (?, ?)
+                     ORDER BY f.follower_id, f.followee_id LIMIT ?",
+                    params![after_follower, after_followee, query.limit],
+                )
+                .await?;
+            rows.iter().map(follow_snapshot).collect::<Result<Vec<_>, DbError>>().map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn follow_snapshot(row: &Row) -> Result<Event, DbError> {
+    let follower_id: String = row.get("follower_id")?;
+    let followee_id: String = row.get("followee_id")?;
+    Ok(Event::snapshot(
+        "profiles",
+        FOLLOW,
+        &format!("{follower_id}:{followee_id}"),
+        row.get("version")?,
+        json!({ "follower_id": follower_id, "followee_id": followee_id }),
+    ))
+}
