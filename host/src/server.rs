@@ -274,7 +274,9 @@ impl App {
     /// like a client's request, from [`SCHEDULER_CLIENT_ADDR`]. Returns the status.
     pub async fn dispatch_scheduled(self: &Arc<Self>, path: &str, token: &str) -> u16 {
         let Some(route) = self.router.route(path) else { return 404 };
+        let host = self.listen_addr().map_or_else(|| "localhost".to_string(), |address| address.to_string());
         let request = http::Request::post(path)
+            .header(HOST, host)
             .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
             .header(http::header::CONTENT_LENGTH, "0")
             .body(Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync());

@@ -345,8 +345,19 @@ pub fn test_env_value(name: &str) -> String {
 /// Options that run the application's own `spin.toml` against the test
 /// schemas, with the local runtime config (SQLite key-value stores in the
 /// host's state directory).
+/// The host's scheduler is off: tests call dispatch themselves.
 pub fn app_options() -> HostOptions {
-    let mut options = HostOptions::new(workspace_root().join("spin.toml"));
+    test_app_options(workspace_root().join("spin.toml"))
+}
+
+/// Options that run `tests/fixture/events.toml`: the real profiles component
+/// with the test-only consumer of its events, scheduler off.
+pub fn events_options() -> HostOptions {
+    test_app_options(workspace_root().join("tests/fixture/events.toml"))
+}
+
+fn test_app_options(manifest: PathBuf) -> HostOptions {
+    let mut options = HostOptions::new(manifest).arg("--dispatch-interval").arg("0");
     options.runtime_config = Some(workspace_root().join("infra/runtime-config/local.toml"));
     for (name, value) in test_env() {
         options = options.env(&name, value);

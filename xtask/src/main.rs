@@ -18,12 +18,14 @@ const NATIVE_PACKAGES: [&str; 4] = ["conduit-host", "conduit-admin", "shared", "
 /// The test suite's known secrets and schema prefix (see the file).
 const TEST_ENV: &str = "tests/test.env";
 /// The variables `up` generates into `.env` when they are missing: name and random bytes.
-const LOCAL_SECRETS: [(&str, usize); 5] = [
+const LOCAL_SECRETS: [(&str, usize); 7] = [
     ("SPIN_VARIABLE_PROFILES_DB_PASSWORD", 16),
     ("SPIN_VARIABLE_FEED_DB_PASSWORD", 16),
     ("SPIN_VARIABLE_PAYMENTS_DB_PASSWORD", 16),
     ("SPIN_VARIABLE_NOTIFICATIONS_DB_PASSWORD", 16),
     ("SPIN_VARIABLE_USER_TOKEN_KEY", 32),
+    ("SPIN_VARIABLE_SERVICE_TOKEN_KEY", 32),
+    ("SPIN_VARIABLE_SCHEDULER_TOKEN", 24),
 ];
 
 type Result<T> = std::result::Result<T, String>;

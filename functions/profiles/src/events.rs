@@ -52,12 +52,14 @@ pub async fn follow_changed(
 }
 
 /// Reads one resync page of current users or follows, each with its
-/// current version (0 for one not changed since events began).
+/// current version (0 for one not changed since events began). The version
+/// is cast because `COALESCE` of an unsigned and a signed integer is a
+/// `DECIMAL`, which the MySQL interface cannot read.
 pub async fn snapshots(db: &impl Statements, query: &ResyncQuery) -> Result<Option<Vec<Event>>, DbError> {
     match query.aggregate_type.as_str() {
         USER => {
             let statement = format!(
-                "SELECT {}, COALESCE(v.version, 0) AS version
+                "SELECT {}, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
                  FROM users u
                  LEFT JOIN event_versions v ON v.aggregate_type = 'user' AND v.aggregate_id = u.id
                  WHERE u.id > ? ORDER BY u.id LIMIT ?",
@@ -76,7 +78,7 @@ pub async fn snapshots(db: &impl Statements, query: &ResyncQuery) -> Result<Opti
             let (after_follower, after_followee) = query.after.split_once(':').unwrap_or((&query.after, ""));
             let rows = db
                 .query(
-                    "SELECT f.follower_id, f.followee_id, COALESCE(v.version, 0) AS version
+                    "SELECT f.follower_id, f.followee_id, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
                      FROM follows f
                      LEFT JOIN event_versions v
                        ON v.aggregate_type = 'follow' AND v.aggregate_id = CONCAT(f.follower_id, ':', f.followee_id)

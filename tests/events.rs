@@ -1,0 +1,568 @@
+//! Black-box tests of the platform services: events from profiles to a
+//! consumer, dispatch, resync, service tokens, roles and token revocation.
+//!
+//! The host runs `tests/fixture/events.toml`: the real `profiles.wasm` and
+//! the test-only consumer (`fixture.wasm` named `consumer`, see
+//! `tests/fixture/src/consumer.rs`), against the `conduit_test_profiles` and
+//! `conduit_test_consumer` schemas. The tests share those schemas and one of
+//! them empties the consumer's tables, so they run one at a time.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use conduit_tests::{Host, Reply, admin_db, events_options, test_env_value, workspace_root};
+use mysql_async::prelude::Queryable;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, MutexGuard};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Held by every test for its whole run.
+async fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
+}
+
+fn name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}{:x}{}", nanos % 0xff_ffff, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A registered user: id, username and the token registration returned.
+struct User {
+    id: String,
+    username: String,
+    token: String,
+}
+
+async fn register(host: &Host, prefix: &str) -> User {
+    let username = name(prefix);
+    let email = format!("{}@example.test", username.to_lowercase());
+    let body = json!({"user": {"username": username, "email": email, "password": PASSWORD}});
+    let reply = host.send_json("POST", "/api/users", None, &body).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let token = reply.json()["user"]["token"].as_str().unwrap().to_string();
+    User { id: subject_of(&token), username, token }
+}
+
+async fn login(host: &Host, user: &User) -> String {
+    let email = format!("{}@example.test", user.username.to_lowercase());
+    let reply = host.send_json("POST", "/api/users/login", None, &json!({"user": {"email": email, "password": PASSWORD}})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["user"]["token"].as_str().unwrap().to_string()
+}
+
+fn subject_of(token: &str) -> String {
+    use jwt_simple::prelude::*;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&Base64UrlSafeNoPadding::decode_to_vec(payload, None).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_string()
+}
+
+async fn follow(host: &Host, who: &User, whom: &User, method: &str) {
+    let reply = host.send(method, &format!("/api/profiles/{}/follow", whom.username), Some(&who.token)).await;
+    assert_eq!(reply.status, 200, "{method} follow: {}", reply.text());
+}
+
+async fn dispatch(host: &Host, component: &str) -> Reply {
+    let token = test_env_value("SPIN_VARIABLE_SCHEDULER_TOKEN");
+    let authorization = format!("Bearer {token}");
+    host.request("POST", &format!("/ops/{component}/dispatch"), &[("authorization", &authorization)], "").await
+}
+
+/// Dispatches profiles' outbox once and returns how many deliveries it made.
+async fn dispatch_profiles(host: &Host) -> u64 {
+    let reply = dispatch(host, "profiles").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["outbox"]["delivered"].as_u64().unwrap()
+}
+
+async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(statement: &str, params: Vec<String>) -> Vec<T> {
+    let mut db = admin_db().await;
+    let rows = db.exec(statement, params).await.unwrap();
+    db.disconnect().await.unwrap();
+    rows
+}
+
+/// The events profiles recorded for an aggregate, oldest first: (id, type, version).
+async fn events_of(aggregate_id: &str) -> Vec<(String, String, u64)> {
+    query(
+        "SELECT id, type, aggregate_version FROM conduit_test_profiles.outbox_events
+         WHERE aggregate_id = ? ORDER BY aggregate_version",
+        vec![aggregate_id.to_string()],
+    )
+    .await
+}
+
+/// How many deliveries of an event reached the consumer, duplicates included.
+async fn receipts(event_id: &str) -> u64 {
+    let rows: Vec<u64> =
+        query("SELECT COUNT(*) FROM conduit_test_consumer.receipts WHERE event_id = ?", vec![event_id.into()]).await;
+    rows[0]
+}
+
+/// How many times the consumer applied or recorded an event id (at most once).
+async fn processed(event_id: &str) -> u64 {
+    let rows: Vec<u64> =
+        query("SELECT COUNT(*) FROM conduit_test_consumer.event_inbox WHERE event_id = ?", vec![event_id.into()]).await;
+    rows[0]
+}
+
+/// The delivery row of an event for the consumer: (attempts, delivered, last error).
+async fn delivery(event_id: &str) -> (u32, bool, Option<String>) {
+    let rows: Vec<(u32, Option<i64>, Option<String>)> = query(
+        "SELECT attempts, delivered_at, last_error FROM conduit_test_profiles.outbox_deliveries
+         WHERE event_id = ? AND consumer = 'consumer'",
+        vec![event_id.into()],
+    )
+    .await;
+    let (attempts, delivered_at, last_error) = rows.into_iter().next().expect("a delivery row exists");
+    (attempts, delivered_at.is_some(), last_error)
+}
+
+async fn consumer_username(user_id: &str) -> Option<String> {
+    let rows: Vec<String> =
+        query("SELECT username FROM conduit_test_consumer.users WHERE id = ?", vec![user_id.into()]).await;
+    rows.into_iter().next()
+}
+
+async fn consumer_follows(follower: &User, followee: &User) -> bool {
+    let rows: Vec<u64> = query(
+        "SELECT COUNT(*) FROM conduit_test_consumer.follows WHERE follower_id = ? AND followee_id = ?",
+        vec![follower.id.clone(), followee.id.clone()],
+    )
+    .await;
+    rows[0] == 1
+}
+
+#[tokio::test]
+async fn event_reaches_the_consumer_once_when_both_are_up() {
+    let _serial = one_at_a_time().await;
+    let host = Host::start(events_options());
+
+    let ann = register(&host, "Ann").await;
+    let bio = host.send_json("PUT", "/api/user", Some(&ann.token), &json!({"user": {"bio": "hello"}})).await;
+
+    // No polling: profiles pushes before it answers.
+    assert_eq!(bio.status, 200, "{}", bio.text());
+    assert_eq!(consumer_username(&ann.id).await.as_deref(), Some(ann.username.as_str()));
+    let events = events_of(&ann.id).await;
+    let kinds: Vec<&str> = events.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["user.created", "user.updated"]);
+    assert_eq!(events.iter().map(|(_, _, version)| *version).collect::<Vec<_>>(), [1, 2]);
+    for (event_id, _, _) in &events {
+        assert_eq!(receipts(event_id).await, 1, "{event_id}");
+        assert_eq!(delivery(event_id).await, (1, true, None));
+    }
+    // A dispatch run now finds nothing to do.
+    assert_eq!(dispatch_profiles(&host).await, 0);
+    let log = host.component_logs("profiles").await;
+    let register_line = log.iter().find(|line| line["route"] == "/api/users").expect("register is logged");
+    assert!(register_line.get("error").is_none(), "{register_line}");
+}
+
+#[tokio::test]
+async fn failing_consumer_leaves_the_producer_fast_and_dispatch_delivers_once() {
+    let _serial = one_at_a_time().await;
+    let mut options = events_options();
+    options.faults = true;
+    let host = Host::start(options);
+
+    host.set_fault("consumer", "unavailable").await;
+    let started = Instant::now();
+    let ann = register(&host, "Ann").await;
+    let refused_in = started.elapsed();
+
+    host.set_fault("consumer", "hang").await;
+    let started = Instant::now();
+    let bio = host.send_json("PUT", "/api/user", Some(&ann.token), &json!({"user": {"bio": "while hanging"}})).await;
+    let hung_in = started.elapsed();
+    host.set_fault("consumer", "none").await;
+
+    assert_eq!(bio.status, 200, "{}", bio.text());
+    // Registration includes a ~30 ms password hash; the refused push adds little.
+    assert!(refused_in < Duration::from_millis(1500), "registration took {refused_in:?}");
+    // The push waits for its 300 ms deadline, and no longer.
+    assert!(hung_in >= Duration::from_millis(300), "update took {hung_in:?}");
+    assert!(hung_in < Duration::from_millis(1500), "update took {hung_in:?}");
+    let events = events_of(&ann.id).await;
+    assert_eq!(events.len(), 2);
+    let (created, updated) = (&events[0].0, &events[1].0);
+    assert_eq!(delivery(created).await, (1, false, Some("status 503".into())));
+    assert_eq!(delivery(updated).await, (1, false, Some("deadline passed".into())));
+    assert_eq!(receipts(created).await, 0);
+    let log = host.component_logs("profiles").await;
+    let noted = log.iter().find(|line| line["route"] == "/api/users").and_then(|line| line["error"].as_str());
+    assert_eq!(noted, Some("1 event deliveries pending (consumer: status 503)"));
+
+    assert_eq!(dispatch_profiles(&host).await, 2);
+    assert_eq!(dispatch_profiles(&host).await, 0);
+
+    assert_eq!(consumer_username(&ann.id).await.as_deref(), Some(ann.username.as_str()));
+    assert_eq!(receipts(created).await, 1);
+    assert_eq!(processed(created).await, 1);
+    // The abandoned push may still reach the consumer once the fault clears;
+    // the consumer then applies the event once and ignores the redelivery.
+    assert_eq!(processed(updated).await, 1);
+    assert_eq!(delivery(created).await, (2, true, None));
+}
+
+#[tokio::test]
+async fn follow_then_unfollow_delivered_in_reverse_order_leaves_no_follow() {
+    let _serial = one_at_a_time().await;
+    let mut options = events_options();
+    options.faults = true;
+    let host = Host::start(options);
+    let (ann, bob) = (register(&host, "Ann").await, register(&host, "Bob").await);
+
+    host.set_fault("consumer", "unavailable").await;
+    follow(&host, &ann, &bob, "POST").await;
+    follow(&host, &ann, &bob, "DELETE").await;
+    host.set_fault("consumer", "none").await;
+
+    let pair = format!("{}:{}", ann.id, bob.id);
+    let events = events_of(&pair).await;
+    let kinds: Vec<&str> = events.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["follow.created", "follow.deleted"]);
+    let (followed, unfollowed) = (events[0].0.clone(), events[1].0.clone());
+    let mut db = admin_db().await;
+    let hold = "UPDATE conduit_test_profiles.outbox_deliveries SET next_attempt_at = ? WHERE event_id = ?";
+    db.exec_drop(hold, (i64::MAX, &followed)).await.unwrap();
+    assert_eq!(dispatch_profiles(&host).await, 1, "the unfollow goes first");
+    db.exec_drop(hold, (0, &followed)).await.unwrap();
+    assert_eq!(dispatch_profiles(&host).await, 1, "then the follow");
+    let state: Vec<(u64, bool)> = db
+        .exec(
+            "SELECT version, deleted FROM conduit_test_consumer.aggregate_state
+             WHERE producer = 'profiles' AND aggregate_type = 'follow' AND aggregate_id = ?",
+            (&pair,),
+        )
+        .await
+        .unwrap();
+    db.disconnect().await.unwrap();
+
+    assert!(!consumer_follows(&ann, &bob).await);
+    assert_eq!(state, [(2, true)], "the tombstone keeps version 2");
+    assert_eq!((receipts(&followed).await, receipts(&unfollowed).await), (1, 1));
+    // Following again is version 3 and shows.
+    follow(&host, &ann, &bob, "POST").await;
+    assert!(consumer_follows(&ann, &bob).await);
+}
+
+#[tokio::test]
+async fn two_dispatch_runs_at_once_deliver_nothing_twice() {
+    let _serial = one_at_a_time().await;
+    let mut options = events_options();
+    options.faults = true;
+    let host = Host::start(options);
+    let users = [register(&host, "Ann").await, register(&host, "Bob").await, register(&host, "Cy").await];
+    // Deliveries an earlier test left pending would blur the count.
+    dispatch_profiles(&host).await;
+
+    host.set_fault("consumer", "unavailable").await;
+    for who in &users {
+        for whom in users.iter().filter(|u| u.id != who.id) {
+            follow(&host, who, whom, "POST").await;
+            follow(&host, who, whom, "DELETE").await;
+            follow(&host, who, whom, "POST").await;
+        }
+    }
+    host.set_fault("consumer", "none").await;
+    let mut pending = Vec::new();
+    for who in &users {
+        for whom in users.iter().filter(|u| u.id != who.id) {
+            pending.extend(events_of(&format!("{}:{}", who.id, whom.id)).await.into_iter().map(|(id, _, _)| id));
+        }
+    }
+    assert_eq!(pending.len(), 18);
+
+    let (first, second) = tokio::join!(dispatch(&host, "profiles"), dispatch(&host, "profiles"));
+    let delivered_by = |reply: &Reply| reply.json()["outbox"]["delivered"].as_u64().unwrap();
+    let rest = dispatch_profiles(&host).await;
+
+    assert_eq!((first.status, second.status), (200, 200));
+    assert_eq!(delivered_by(&first) + delivered_by(&second) + rest, 18);
+    for event_id in &pending {
+        assert_eq!(receipts(event_id).await, 1, "{event_id}");
+    }
+    for who in &users {
+        for whom in users.iter().filter(|u| u.id != who.id) {
+            assert!(consumer_follows(who, whom).await, "the last event of each pair is a follow");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_applied_once() {
+    let _serial = one_at_a_time().await;
+    let host = Host::start(events_options());
+    let ann = register(&host, "Ann").await;
+    let (created, _, _) = events_of(&ann.id).await.remove(0);
+
+    let mut db = admin_db().await;
+    db.exec_drop(
+        "UPDATE conduit_test_profiles.outbox_deliveries SET delivered_at = NULL WHERE event_id = ?",
+        (&created,),
+    )
+    .await
+    .unwrap();
+    db.exec_drop("UPDATE conduit_test_consumer.users SET username = 'changed' WHERE id = ?", (&ann.id,))
+        .await
+        .unwrap();
+    db.disconnect().await.unwrap();
+
+    assert_eq!(dispatch_profiles(&host).await, 1);
+    assert_eq!(receipts(&created).await, 2);
+    assert_eq!(processed(&created).await, 1);
+    assert_eq!(consumer_username(&ann.id).await.as_deref(), Some("changed"), "the duplicate changed nothing");
+}
+
+#[tokio::test]
+async fn resync_rebuilds_an_emptied_consumer() {
+    let _serial = one_at_a_time().await;
+    let host = Host::start(events_options());
+    let users = [register(&host, "Ann").await, register(&host, "Bob").await, register(&host, "Cy").await];
+    follow(&host, &users[0], &users[1], "POST").await;
+    follow(&host, &users[1], &users[2], "POST").await;
+    follow(&host, &users[2], &users[0], "POST").await;
+    follow(&host, &users[2], &users[0], "DELETE").await;
+
+    let mut db = admin_db().await;
+    for table in ["users", "follows", "aggregate_state", "resync_state", "user_tokens", "event_inbox"] {
+        db.query_drop(format!("DELETE FROM conduit_test_consumer.{table}")).await.unwrap();
+    }
+    let rebuilt = dispatch(&host, "consumer").await;
+    let again = dispatch(&host, "consumer").await;
+
+    assert_eq!(rebuilt.status, 200, "{}", rebuilt.text());
+    assert!(rebuilt.json()["inbox"]["resynced"].as_u64().unwrap() >= 5, "{}", rebuilt.text());
+    assert_eq!(again.json()["inbox"]["resynced"], 0, "a finished resync does not run again");
+    let users_of = |schema: &str| format!("SELECT id, username FROM conduit_test_{schema}.users ORDER BY id");
+    let follows_of =
+        |schema: &str| format!("SELECT follower_id, followee_id FROM conduit_test_{schema}.follows ORDER BY 1, 2");
+    let producer_users: Vec<(String, String)> = db.query(users_of("profiles")).await.unwrap();
+    let consumer_users: Vec<(String, String)> = db.query(users_of("consumer")).await.unwrap();
+    let producer_follows: Vec<(String, String)> = db.query(follows_of("profiles")).await.unwrap();
+    let consumer_follows: Vec<(String, String)> = db.query(follows_of("consumer")).await.unwrap();
+    let versions: Vec<(String, u64)> = db
+        .exec(
+            "SELECT aggregate_id, version FROM conduit_test_consumer.aggregate_state WHERE aggregate_id = ?",
+            (format!("{}:{}", users[0].id, users[1].id),),
+        )
+        .await
+        .unwrap();
+    db.disconnect().await.unwrap();
+
+    assert_eq!(consumer_users, producer_users);
+    assert_eq!(consumer_follows, producer_follows);
+    assert!(consumer_follows.contains(&(users[1].id.clone(), users[2].id.clone())));
+    assert!(!consumer_follows.contains(&(users[2].id.clone(), users[0].id.clone())));
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].1, 1, "snapshots carry the producer's versions");
+}
+
+/// Calls `path` on profiles through the consumer with the given credentials;
+/// returns the status profiles answered.
+async fn call_profiles(host: &Host, path: &str, credentials: &str) -> (u64, String) {
+    let body = json!({"target": "profiles", "path": path, "credentials": credentials});
+    let reply = host.send_json("POST", "/api/consumer/call", None, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer = reply.json();
+    (answer["status"].as_u64().unwrap(), answer["body"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn internal_routes_need_a_service_token_for_their_component() {
+    let _serial = one_at_a_time().await;
+    let host = Host::start(events_options());
+    let ann = register(&host, "Ann").await;
+    let path = "/internal/profiles/resync?aggregate=user&limit=1";
+
+    let none = call_profiles(&host, path, "none").await;
+    let user = call_profiles(&host, path, &format!("bearer:{}", ann.token)).await;
+    let other_audience = call_profiles(&host, path, "service-for:payments").await;
+    let garbage = call_profiles(&host, path, "bearer:not-a-token").await;
+    let service = call_profiles(&host, path, "service").await;
+    let bad_query = call_profiles(&host, "/internal/profiles/resync?aggregate=wallet", "service").await;
+    let public = host.send("GET", path, Some(&ann.token)).await;
+
+    assert_eq!(none.0, 401, "{}", none.1);
+    assert_eq!(user.0, 401, "{}", user.1);
+    assert_eq!(other_audience.0, 403, "{}", other_audience.1);
+    assert_eq!(garbage.0, 401, "{}", garbage.1);
+    assert_eq!(service.0, 200, "{}", service.1);
+    let page: Value = serde_json::from_str(&service.1).unwrap();
+    assert_eq!(page["events"][0]["type"], "user.snapshot");
+    assert!(page["next"].is_string(), "a full page points at the next one");
+    assert_eq!(bad_query.0, 422, "{}", bad_query.1);
+    assert_eq!(public.status, 404, "internal paths have no public route");
+}
+
+#[tokio::test]
+async fn dispatch_needs_the_scheduler_token() {
+    let _serial = one_at_a_time().await;
+    let host = Host::start(events_options());
+    let ann = register(&host, "Ann").await;
+
+    let without = host.request("POST", "/ops/profiles/dispatch", &[], "").await;
+    let wrong = host.request("POST", "/ops/profiles/dispatch", &[("authorization", "Bearer wrong")], "").await;
+    let user = host.send("POST", "/ops/profiles/dispatch", Some(&ann.token)).await;
+    let get = dispatch(&host, "profiles").await;
+
+    assert_eq!((without.status, wrong.status, user.status), (401, 401, 401));
+    assert_eq!(get.status, 200);
+}
+
+async fn set_roles(host: &Host, token: &str, username: &str, roles: Value) -> Reply {
+    host.send_json("PUT", &format!("/api/admin/users/{username}/roles"), Some(token), &json!({ "roles": roles })).await
+}
+
+fn grant_admin(user_id: &str) -> std::process::Output {
+    let output = std::process::Command::new(workspace_root().join("target/release/conduit-admin"))
+        .current_dir(workspace_root())
+        .env("SPIN_VARIABLE_DATABASE_PREFIX", test_env_value("SPIN_VARIABLE_DATABASE_PREFIX"))
+        .args(["grant-admin", "--user-id", user_id, "--manifest", "tests/fixture/events.toml"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+#[tokio::test]
+async fn only_admins_change_roles_and_every_change_is_audited() {
+    let _serial = one_at_a_time().await;
+    let host = Host::start(events_options());
+    let (ann, bob) = (register(&host, "Ann").await, register(&host, "Bob").await);
+
+    let by_user = set_roles(&host, &bob.token, &ann.username, json!(["admin"])).await;
+    let anonymous = host.send_json("PUT", &format!("/api/admin/users/{}/roles", ann.username), None, &json!({"roles": []})).await;
+    assert_eq!((by_user.status, anonymous.status), (403, 401), "{}", by_user.text());
+
+    let granted = grant_admin(&ann.id);
+    let again = grant_admin(&ann.id);
+    assert!(String::from_utf8_lossy(&granted.stdout).contains("is now an admin"));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already an admin"));
+    // The grant bumped Ann's token version: her old token is refused, a new login carries the role.
+    assert_eq!(host.send("GET", "/api/user", Some(&ann.token)).await.status, 401);
+    assert_eq!(dispatch_profiles(&host).await, 1, "the operator's event waits for dispatch");
+    let admin_token = login(&host, &ann).await;
+
+    let unknown_role = set_roles(&host, &admin_token, &bob.username, json!(["root"])).await;
+    let unknown_user = set_roles(&host, &admin_token, "nobody-here", json!(["admin"])).await;
+    let promoted = set_roles(&host, &admin_token, &bob.username, json!(["user", "admin"])).await;
+    let unchanged = set_roles(&host, &admin_token, &bob.username, json!(["admin"])).await;
+
+    assert_eq!(unknown_role.status, 422, "{}", unknown_role.text());
+    assert!(unknown_role.json()["errors"]["roles"].is_array());
+    assert_eq!(unknown_user.status, 404);
+    assert_eq!(promoted.status, 200, "{}", promoted.text());
+    assert_eq!(promoted.json()["user"]["roles"], json!(["user", "admin"]));
+    assert_eq!(unchanged.status, 200);
+    assert_eq!(host.send("GET", "/api/user", Some(&bob.token)).await.status, 401, "a role change revokes tokens");
+    let bob_admin = login(&host, &bob).await;
+    let demoted = set_roles(&host, &bob_admin, &ann.username, json!([])).await;
+    assert_eq!(demoted.json()["user"]["roles"], json!(["user"]));
+    assert_eq!(set_roles(&host, &admin_token, &bob.username, json!([])).await.status, 401, "Ann's token was revoked");
+
+    let roles: Vec<String> =
+        query("SELECT roles FROM conduit_test_consumer.users WHERE id = ?", vec![bob.id.clone()]).await;
+    assert_eq!(roles, ["user,admin"], "the consumer heard of the change");
+    let audit: Vec<(String, String, String, String)> = query(
+        "SELECT actor, user_id, role, action FROM conduit_test_profiles.role_audit
+         WHERE user_id IN (?, ?) ORDER BY at, id",
+        vec![ann.id.clone(), bob.id.clone()],
+    )
+    .await;
+    let expected = [
+        ("operator".to_string(), ann.id.clone(), "admin".to_string(), "grant".to_string()),
+        (ann.id.clone(), bob.id.clone(), "admin".into(), "grant".into()),
+        (bob.id.clone(), ann.id.clone(), "admin".into(), "revoke".into()),
+    ];
+    assert_eq!(audit, expected);
+    let mut db = admin_db().await;
+    let rewrite = db.query_drop("UPDATE conduit_test_profiles.role_audit SET action = 'revoke'").await;
+    let erase = db.query_drop("DELETE FROM conduit_test_profiles.role_audit").await;
+    db.disconnect().await.unwrap();
+    assert!(rewrite.is_err() && erase.is_err(), "the audit table is append-only, even for root");
+}
+
+#[tokio::test]
+async fn admins_delete_users_and_every_component_refuses_their_tokens() {
+    let _serial = one_at_a_time().await;
+    let host = Host::start(events_options());
+    let (ann, bob) = (register(&host, "Ann").await, register(&host, "Bob").await);
+    grant_admin(&ann.id);
+    assert_eq!(dispatch_profiles(&host).await, 1);
+    let admin_token = login(&host, &ann).await;
+    follow(&host, &bob, &ann, "POST").await;
+    assert_eq!(host.send("GET", "/api/consumer/me", Some(&bob.token)).await.status, 200);
+
+    let by_user = host.send("DELETE", &format!("/api/admin/users/{}", ann.username), Some(&bob.token)).await;
+    let own = host.send("DELETE", &format!("/api/admin/users/{}", ann.username), Some(&admin_token)).await;
+    let deleted = host.send("DELETE", &format!("/api/admin/users/{}", bob.username), Some(&admin_token)).await;
+    let twice = host.send("DELETE", &format!("/api/admin/users/{}", bob.username), Some(&admin_token)).await;
+
+    assert_eq!((by_user.status, own.status, deleted.status, twice.status), (403, 422, 204, 404));
+    assert_eq!(host.send("GET", "/api/user", Some(&bob.token)).await.status, 401);
+    assert_eq!(host.send("GET", "/api/consumer/me", Some(&bob.token)).await.status, 401);
+    assert_eq!(consumer_username(&bob.id).await, None);
+    assert!(!consumer_follows(&bob, &ann).await);
+}
+
+#[tokio::test]
+async fn logout_all_refuses_old_tokens_in_every_component() {
+    let _serial = one_at_a_time().await;
+    let mut options = events_options();
+    options.faults = true;
+    let host = Host::start(options);
+    let ann = register(&host, "Ann").await;
+    let second = login(&host, &ann).await;
+    assert_eq!(host.send("GET", "/api/consumer/me", Some(&ann.token)).await.status, 200, "warms the cache");
+
+    let logout = host.send("POST", "/api/user/logout-all", Some(&second)).await;
+
+    // Both components are up: the consumer refuses the token as soon as logout-all has answered.
+    assert_eq!(logout.status, 204, "{}", logout.text());
+    for token in [&ann.token, &second] {
+        assert_eq!(host.send("GET", "/api/user", Some(token)).await.status, 401);
+        assert_eq!(host.send("GET", "/api/consumer/me", Some(token)).await.status, 401);
+    }
+    let fresh = login(&host, &ann).await;
+    assert_eq!(host.send("GET", "/api/consumer/me", Some(&fresh)).await.status, 200);
+
+    // The consumer is down: it accepts the old token until dispatch delivers the event.
+    host.set_fault("consumer", "unavailable").await;
+    assert_eq!(host.send("POST", "/api/user/logout-all", Some(&fresh)).await.status, 204);
+    host.set_fault("consumer", "none").await;
+    assert_eq!(host.send("GET", "/api/user", Some(&fresh)).await.status, 401);
+    assert_eq!(host.send("GET", "/api/consumer/me", Some(&fresh)).await.status, 200, "not yet delivered");
+    assert_eq!(dispatch_profiles(&host).await, 1);
+    assert_eq!(host.send("GET", "/api/consumer/me", Some(&fresh)).await.status, 401);
+}
+
+#[tokio::test]
+async fn the_hosts_scheduler_calls_dispatch_on_its_timer() {
+    let _serial = one_at_a_time().await;
+    let mut options = events_options();
+    options.args = vec!["--dispatch-interval".into(), "500ms".into()];
+    options.faults = true;
+    let host = Host::start(options);
+
+    host.set_fault("consumer", "unavailable").await;
+    let ann = register(&host, "Ann").await;
+    host.set_fault("consumer", "none").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer_username(&ann.id).await.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert_eq!(consumer_username(&ann.id).await.as_deref(), Some(ann.username.as_str()));
+    let scheduled = host
+        .request_logs()
+        .await
+        .into_iter()
+        .filter(|line| line["route"] == "/ops/profiles/dispatch" && line["status"] == 200)
+        .count();
+    assert!(scheduled >= 1, "the host logged its dispatch requests");
+}
