@@ -532,6 +532,7 @@ async fn request_logs_count_statements() {
     profile(&host, &bob, None).await;
     profile(&host, &bob, Some(&token)).await;
     follow(&host, &bob, &token).await;
+    follow(&host, &bob, &token).await;
     unfollow(&host, &bob, &token).await;
 
     let logs = host.component_logs("profiles").await;
@@ -540,17 +541,23 @@ async fn request_logs_count_statements() {
         .filter(|l| l["event"] == "request")
         .map(|l| (l["method"].as_str().unwrap().into(), l["route"].as_str().unwrap().into(), l["db_statements"].as_u64().unwrap()))
         .collect();
+    // A write costs 8 statements besides its own: the session's lock wait
+    // timeout, START TRANSACTION, the aggregate version (upsert and read), the
+    // event row, one insert for the deliveries to the three consumers, COMMIT,
+    // and after the pushes one update that marks them delivered.
     let expected = [
-        ("POST", "/api/users", 2),
-        ("POST", "/api/users", 2),
+        ("POST", "/api/users", 10),
+        ("POST", "/api/users", 10),
         ("POST", "/api/users/login", 1),
         ("GET", "/api/user", 1),
-        ("PUT", "/api/user", 5),
-        ("PUT", "/api/user", 6),
+        ("PUT", "/api/user", 10),
+        ("PUT", "/api/user", 11),
         ("GET", "/api/profiles/:username", 1),
         ("GET", "/api/profiles/:username", 2),
-        ("POST", "/api/profiles/:username/follow", 3),
-        ("DELETE", "/api/profiles/:username/follow", 3),
+        ("POST", "/api/profiles/:username/follow", 11),
+        // Following again changes nothing and writes nothing.
+        ("POST", "/api/profiles/:username/follow", 2),
+        ("DELETE", "/api/profiles/:username/follow", 11),
     ];
     let expected: Vec<(String, String, u64)> =
         expected.iter().map(|(m, r, n)| (m.to_string(), r.to_string(), *n)).collect();
@@ -621,4 +628,46 @@ async fn next_lock_wait(observer: &mut mysql_async::Conn, after: Option<u64>) ->
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("timed out after 15 s: no locking read by the profiles user waited over 0.5 s");
+}
+
+/// The token version each of the other three components holds for a user.
+async fn versions_elsewhere(user_id: &str) -> Vec<Option<u64>> {
+    let mut db = admin_db().await;
+    let mut versions = Vec::new();
+    for component in ["feed", "payments", "notifications"] {
+        let statement = format!("SELECT token_version FROM conduit_test_{component}.user_tokens WHERE user_id = ?");
+        versions.push(db.exec_first(statement, (user_id,)).await.unwrap());
+    }
+    db.disconnect().await.unwrap();
+    versions
+}
+
+#[tokio::test]
+async fn token_versions_reach_every_component() {
+    let host = Host::start(app_options());
+    let username = name("everywhere");
+    let token = registered(&host, &username).await;
+    let user_id = claims_of(&token)["sub"].as_str().unwrap().to_string();
+    let created = versions_elsewhere(&user_id).await;
+
+    let changed = update_user(&host, &token, json!({"password": "another long password"})).await;
+    let after_change = versions_elsewhere(&user_id).await;
+    let logout = host.send("POST", "/api/user/logout-all", Some(&token_of(&changed))).await;
+    let after_logout = versions_elsewhere(&user_id).await;
+
+    assert_eq!(created, [Some(1); 3]);
+    assert_eq!(after_change, [Some(2); 3], "the password change reached every component before it answered");
+    assert_eq!(logout.status, 204, "{}", logout.text());
+    assert_eq!(after_logout, [Some(3); 3]);
+    let scheduler = format!("Bearer {}", test_env_value("SPIN_VARIABLE_SCHEDULER_TOKEN"));
+    for component in ["profiles", "feed", "payments", "notifications"] {
+        let health = host.get(&format!("/health/{component}")).await;
+        let dispatch = host
+            .request("POST", &format!("/ops/{component}/dispatch"), &[("authorization", scheduler.as_str())], "")
+            .await;
+        let refused = host.request("POST", &format!("/ops/{component}/dispatch"), &[], "").await;
+        assert_eq!((health.status, health.text()), (200, "up".to_string()), "{component}");
+        assert_eq!(dispatch.status, 200, "{component}: {}", dispatch.text());
+        assert_eq!(refused.status, 401, "{component}");
+    }
 }

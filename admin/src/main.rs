@@ -191,7 +191,7 @@ async fn migrate_component(
     }
 
     let applied: Vec<Applied> = conn
-        .query_map("SELECT version, checksum FROM schema_migrations ORDER BY version", |(version, checksum)| {
+        .query_map(format!("SELECT version, checksum FROM `{schema}`.schema_migrations ORDER BY version"), |(version, checksum)| {
             Applied { version, checksum }
         })
         .await?;
@@ -211,8 +211,10 @@ async fn migrate_component(
             .await
             .with_context(|| format!("{schema}: migration {:04}_{} failed", migration.version, migration.name))?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as i64;
+        // Named with its schema: a prepared statement keeps the schema that was
+        // current when it was first prepared, and the connection caches it.
         conn.exec_drop(
-            "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+            format!("INSERT INTO `{schema}`.schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)"),
             (migration.version, &migration.name, &migration.checksum, now),
         )
         .await?;

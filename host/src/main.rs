@@ -143,17 +143,27 @@ async fn up(args: UpArgs) -> Result<()> {
     let stores = open_stores(&manifest, &runtime_config, &state_dir)?;
 
     let mut prepared = Vec::new();
+    // Components that share a Wasm file are compiled once: the compiled code
+    // is immutable, and each component still gets its own instances and settings.
+    let mut compiled_files: BTreeMap<PathBuf, Component> = BTreeMap::new();
     for component in manifest.components.values() {
         let runtime = component_runtime(component, &app_variables, &stores, &log_dir, &args)
             .with_context(|| format!("component `{}`", component.id))?;
-        let compiled = wasm(Component::from_file(&engine, &component.source)).with_context(|| {
-            format!(
-                "cannot compile component `{}` from {} (if the cause is a memory limit, raise --max-instance-memory-mib, now {} MiB)",
-                component.id,
-                component.source.display(),
-                args.max_instance_memory_mib
-            )
-        })?;
+        let compiled = match compiled_files.get(&component.source) {
+            Some(compiled) => compiled.clone(),
+            None => {
+                let compiled = wasm(Component::from_file(&engine, &component.source)).with_context(|| {
+                    format!(
+                        "cannot compile component `{}` from {} (if the cause is a memory limit, raise --max-instance-memory-mib, now {} MiB)",
+                        component.id,
+                        component.source.display(),
+                        args.max_instance_memory_mib
+                    )
+                })?;
+                compiled_files.insert(component.source.clone(), compiled.clone());
+                compiled
+            }
+        };
         let instance_pre = wasm(linker.instantiate_pre(&compiled))
             .with_context(|| format!("component `{}` needs an import this host does not provide", component.id))?;
         let service = wasm(ServicePre::new(instance_pre)).with_context(|| {

@@ -125,23 +125,6 @@ pub async fn serve(
     response
 }
 
-/// Serves a component that has only its health route so far: `GET` and
-/// `HEAD` on `health_path` get `up`, another method 405, every other path 404,
-/// each with a request id and a log line.
-pub async fn serve_health_only(component: &'static str, health_path: &'static str, request: Request) -> Response {
-    serve(component, request, async |ctx, request| {
-        if request.uri().path() != health_path {
-            return Err(ApiError::NotFound("not found".into()));
-        }
-        ctx.set_route(health_path);
-        match request.method().as_str() {
-            "GET" | "HEAD" => Ok(health_up()),
-            _ => Err(ApiError::MethodNotAllowed("GET, HEAD")),
-        }
-    })
-    .await
-}
-
 /// Builds the response for an error: the envelope, plus `Allow`,
 /// `Retry-After` or `WWW-Authenticate` where the status needs one.
 pub fn error_response(error: &ApiError, request_id: &str) -> Response {

@@ -10,6 +10,7 @@
 //! - [`service`]: service tokens and calls between components;
 //! - [`events`]: the outbox, event delivery, dispatch and resync;
 //! - [`revocation`]: refusing revoked user tokens outside profiles;
+//! - [`platform`]: health, events and dispatch for a component without an API yet;
 //! - [`text`]: normalised keys and limits for what users type;
 //! - [`ids`], [`time`]: identifiers and timestamps as the application stores them;
 //! - [`telemetry`]: the request log line and its counters.
@@ -26,6 +27,7 @@ pub mod ids;
 pub mod json;
 pub mod kv;
 pub mod password;
+pub mod platform;
 pub mod revocation;
 pub mod service;
 pub mod telemetry;

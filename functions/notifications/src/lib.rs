@@ -1,6 +1,7 @@
 //! The notifications component. It will own the in-app inbox with its unread
-//! counts, notification preferences and verified email delivery. For now it
-//! serves only its health check.
+//! counts, notification preferences and verified email delivery. For now it serves
+//! its health check, keeps the token versions of profiles' user events and
+//! runs its dispatch (see `shared::platform`).
 //!
 //! This file is the routing table. It matches on the request URI path, not on
 //! the `spin-path-info` header, which a client can also send.
@@ -8,7 +9,14 @@
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
 
+static ROUTES: shared::platform::Routes = shared::platform::Routes {
+    component: "notifications",
+    health: "/health/notifications",
+    events: "/internal/notifications/events",
+    dispatch: "/ops/notifications/dispatch",
+};
+
 #[http_service]
 async fn handle(request: Request) -> impl IntoResponse {
-    shared::http::serve_health_only("notifications", "/health/notifications", request).await
+    shared::platform::serve(&ROUTES, request).await
 }
