@@ -220,7 +220,8 @@ fn bench() -> Result<()> {
         .args(["build", "--release", "--examples"])
         .args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p])))?;
     run(&mut Command::new(root().join("target/release/examples/bench_host")))?;
-    run(&mut Command::new(root().join("target/release/examples/bench_profiles")))
+    run(&mut Command::new(root().join("target/release/examples/bench_profiles")))?;
+    run(&mut Command::new(root().join("target/release/examples/bench_events")))
 }
 
 /// Reads `NAME=value` lines; `#` starts a comment line.
