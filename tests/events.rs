@@ -85,7 +85,7 @@ async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(statement: &st
     rows
 }
 
-/// The events profiles recorded for an aggregate, oldest first: (id, type, version).
+/// Returns the events profiles recorded for an aggregate, oldest first: (id, type, version).
 async fn events_of(aggregate_id: &str) -> Vec<(String, String, u64)> {
     query(
         "SELECT id, type, aggregate_version FROM conduit_test_profiles.outbox_events
@@ -95,21 +95,21 @@ async fn events_of(aggregate_id: &str) -> Vec<(String, String, u64)> {
     .await
 }
 
-/// How many deliveries of an event reached the consumer, duplicates included.
+/// Counts the deliveries of an event that reached the consumer, duplicates included.
 async fn receipts(event_id: &str) -> u64 {
     let rows: Vec<u64> =
         query("SELECT COUNT(*) FROM conduit_test_consumer.receipts WHERE event_id = ?", vec![event_id.into()]).await;
     rows[0]
 }
 
-/// How many times the consumer applied or recorded an event id (at most once).
+/// Counts the consumer's records of an event id (at most one).
 async fn processed(event_id: &str) -> u64 {
     let rows: Vec<u64> =
         query("SELECT COUNT(*) FROM conduit_test_consumer.event_inbox WHERE event_id = ?", vec![event_id.into()]).await;
     rows[0]
 }
 
-/// The delivery row of an event for the consumer: (attempts, delivered, last error).
+/// Returns the delivery row of an event for the consumer: (attempts, delivered, last error).
 async fn delivery(event_id: &str) -> (u32, bool, Option<String>) {
     let rows: Vec<(u32, Option<i64>, Option<String>)> = query(
         "SELECT attempts, delivered_at, last_error FROM conduit_test_profiles.outbox_deliveries
@@ -137,14 +137,14 @@ async fn consumer_follows(follower: &User, followee: &User) -> bool {
 }
 
 #[tokio::test]
-async fn event_reaches_the_consumer_once_when_both_are_up() {
+async fn delivery_with_both_up_arrives_once() {
     let _serial = one_at_a_time().await;
     let host = Host::start(events_options());
 
     let ann = register(&host, "Ann").await;
     let bio = host.send_json("PUT", "/api/user", Some(&ann.token), &json!({"user": {"bio": "hello"}})).await;
 
-    // No polling: profiles pushes before it answers.
+    // No polling: profiles pushes before it responds.
     assert_eq!(bio.status, 200, "{}", bio.text());
     assert_eq!(consumer_username(&ann.id).await.as_deref(), Some(ann.username.as_str()));
     let events = events_of(&ann.id).await;
@@ -163,7 +163,7 @@ async fn event_reaches_the_consumer_once_when_both_are_up() {
 }
 
 #[tokio::test]
-async fn failing_consumer_leaves_the_producer_fast_and_dispatch_delivers_once() {
+async fn delivery_to_a_failing_consumer_waits_for_dispatch() {
     let _serial = one_at_a_time().await;
     let mut options = events_options();
     options.faults = true;
@@ -209,7 +209,7 @@ async fn failing_consumer_leaves_the_producer_fast_and_dispatch_delivers_once() 
 }
 
 #[tokio::test]
-async fn follow_then_unfollow_delivered_in_reverse_order_leaves_no_follow() {
+async fn follow_events_in_reverse_order_leave_no_follow() {
     let _serial = one_at_a_time().await;
     let mut options = events_options();
     options.faults = true;
@@ -294,7 +294,7 @@ async fn two_dispatch_runs_at_once_deliver_nothing_twice() {
 }
 
 #[tokio::test]
-async fn a_redelivered_event_is_applied_once() {
+async fn redelivery_is_applied_once() {
     let _serial = one_at_a_time().await;
     let host = Host::start(events_options());
     let ann = register(&host, "Ann").await;
@@ -363,7 +363,7 @@ async fn resync_rebuilds_an_emptied_consumer() {
 }
 
 /// Calls `path` on profiles through the consumer with the given credentials;
-/// returns the status profiles answered.
+/// returns the status profiles responded with.
 async fn call_profiles(host: &Host, path: &str, credentials: &str) -> (u64, String) {
     let body = json!({"target": "profiles", "path": path, "credentials": credentials});
     let reply = host.send_json("POST", "/api/consumer/call", None, &body).await;
@@ -373,7 +373,7 @@ async fn call_profiles(host: &Host, path: &str, credentials: &str) -> (u64, Stri
 }
 
 #[tokio::test]
-async fn internal_routes_need_a_service_token_for_their_component() {
+async fn internal_routes_need_a_service_token() {
     let _serial = one_at_a_time().await;
     let host = Host::start(events_options());
     let ann = register(&host, "Ann").await;
@@ -430,7 +430,7 @@ fn grant_admin(user_id: &str) -> std::process::Output {
 }
 
 #[tokio::test]
-async fn only_admins_change_roles_and_every_change_is_audited() {
+async fn roles_change_by_admins_only_and_are_audited() {
     let _serial = one_at_a_time().await;
     let host = Host::start(events_options());
     let (ann, bob) = (register(&host, "Ann").await, register(&host, "Bob").await);

@@ -1,7 +1,7 @@
 //! The scheduler: every interval, a `POST` to each component's
 //! `/ops/<component>/dispatch` route with the `scheduler_token` variable as
 //! its bearer token, as the Kubernetes CronJob in `infra/` does in
-//! production. Spin has no timer trigger, so this stands in for one locally.
+//! production. Spin has no timer trigger, so this replaces one locally.
 //!
 //! Runs go through the normal router, one component after the other, and a
 //! run is skipped while the previous one of the same tick is still going.
@@ -13,8 +13,8 @@ use crate::manifest::Manifest;
 use crate::server::{App, log_event};
 use crate::variables::AppVariables;
 
-/// The dispatch paths the manifest routes, as `(component, path)`: only the
-/// exact `/ops/<component>/dispatch` route of the component it names.
+/// Lists the dispatch paths the manifest routes, as `(component, path)`:
+/// only the exact `/ops/<component>/dispatch` route of the component it names.
 pub fn dispatch_routes(manifest: &Manifest) -> Vec<(String, String)> {
     manifest
         .triggers

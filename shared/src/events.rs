@@ -57,9 +57,9 @@ pub const DISPATCH_DEADLINE: Duration = Duration::from_secs(2);
 pub const PUSH_LEASE_SECONDS: i64 = 10;
 /// How long a dispatch run's claim lasts; a run that dies frees its rows after this.
 pub const DISPATCH_LEASE_SECONDS: i64 = 60;
-/// The most deliveries one dispatch run claims.
+/// The maximum number of deliveries one dispatch run claims.
 pub const DISPATCH_BATCH: u32 = 50;
-/// The most pushes in flight at once within one request.
+/// The maximum number of pushes in flight at once within one request.
 pub const PUSH_CONCURRENCY: usize = 8;
 /// The wait after the first failed retry; it doubles with each further
 /// failure up to [`RETRY_CAP_SECONDS`]. A failed push from the producer's
@@ -68,12 +68,12 @@ pub const RETRY_BASE_SECONDS: i64 = 5;
 pub const RETRY_CAP_SECONDS: i64 = 600;
 /// How long consumers keep processed event ids and producers keep delivered events.
 pub const RETENTION_DAYS: i64 = 7;
-/// The most rows one dispatch run purges per table.
+/// The maximum number of rows one dispatch run purges per table.
 pub const PURGE_BATCH: u32 = 1000;
 /// Resync page sizes: the default and the most a producer returns.
 pub const RESYNC_PAGE: u32 = 100;
 pub const RESYNC_MAX_PAGE: u32 = 500;
-/// The most resync pages one dispatch run fetches; the rest continue next run.
+/// The maximum number of resync pages one dispatch run fetches; the rest continue next run.
 pub const RESYNC_PAGES_PER_RUN: u32 = 20;
 /// The largest event body a consumer accepts.
 pub const EVENT_BODY_LIMIT: usize = 64 * 1024;
@@ -151,7 +151,7 @@ struct Delivery {
     consumer: String,
 }
 
-/// What a push or dispatch run did, for its response and the log.
+/// The outcome of a push or dispatch run, for its response and the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct PushReport {
     pub delivered: u32,
@@ -305,7 +305,7 @@ impl Outbox {
             let Err(error) = outcome else { continue };
             report.failed += 1;
             let jitter = i64::from(crate::ids::random_u32() % 1000) * 1000;
-            // `next_attempt_at` is assigned before `attempts`, so it sees the old count.
+            // `next_attempt_at` is assigned before `attempts`, so it reads the old count.
             let result = db
                 .execute(
                     "UPDATE outbox_deliveries
@@ -331,7 +331,7 @@ impl Outbox {
         report
     }
 
-    /// One dispatch run of the outbox: claims due deliveries, pushes them,
+    /// Runs dispatch on the outbox: claims due deliveries, pushes them,
     /// records the outcomes, then purges delivered events past retention.
     pub async fn dispatch(&self, ctx: &Ctx, db: &Db, service: &ServiceKey) -> Result<Value, ApiError> {
         let now = now_micros();
@@ -418,8 +418,8 @@ fn parse_consumers(value: &str) -> Result<Vec<String>, ConfigError> {
 // Used with static dispatch inside one-threaded components only.
 #[allow(async_fn_in_trait)]
 pub trait Projection {
-    /// The `(producer, aggregate type)` pairs this consumer keeps; events
-    /// of other aggregates are acknowledged and ignored.
+    /// Returns the `(producer, aggregate type)` pairs this consumer keeps;
+    /// events of other aggregates are acknowledged and ignored.
     fn subscriptions(&self) -> &'static [(&'static str, &'static str)];
 
     /// Applies an event newer than anything held for its aggregate, inside
@@ -438,7 +438,7 @@ pub enum Outcome {
     Applied,
     /// Its id was processed before.
     Duplicate,
-    /// The consumer already holds this aggregate version or a newer one.
+    /// The consumer already has this aggregate version or a newer one.
     Stale,
     /// Not an aggregate this consumer keeps.
     Ignored,
@@ -634,7 +634,7 @@ pub async fn resync(
                 .map_err(|_| ApiError::Internal(anyhow::anyhow!("resync page from {producer} is not readable")))?;
             for event in &page.events {
                 if event.producer != *producer || event.aggregate_type != *aggregate_type || !is_plain_id(&event.aggregate_id) {
-                    return Err(ApiError::Internal(anyhow::anyhow!("resync page from {producer} holds a foreign aggregate")));
+                    return Err(ApiError::Internal(anyhow::anyhow!("resync page from {producer} has an aggregate of another type or producer")));
                 }
                 if apply(db, projection, event, false).await? == Outcome::Applied {
                     applied += 1;
@@ -656,7 +656,7 @@ pub async fn resync(
     Ok(applied)
 }
 
-/// One dispatch run of the consumer's side: continues unfinished resyncs and
+/// Runs dispatch on the consumer's side: continues unfinished resyncs and
 /// purges processed event ids past retention.
 pub async fn dispatch_inbox(
     ctx: &Ctx,

@@ -44,7 +44,7 @@ impl Projection for TokenVersions<'_> {
     }
 }
 
-/// Serves `routes`: health (`up` when the database answers), the event
+/// Serves `routes`: health (`up` when the database responds), the event
 /// endpoint and dispatch. Every other path is a 404, a known path with
 /// another method a 405.
 pub async fn serve(routes: &'static Routes, request: Request) -> Response {
@@ -81,7 +81,7 @@ pub async fn serve(routes: &'static Routes, request: Request) -> Response {
     .await
 }
 
-/// `up` when the component's database answers a trivial query; the reason
+/// Returns `up` when the component's database runs a trivial query; the reason
 /// for `down` goes to the log line only.
 async fn health(ctx: &Ctx) -> Response {
     let outcome = match config::required_secret("db_url").await {

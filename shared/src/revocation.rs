@@ -29,7 +29,7 @@ pub const CACHE_SECONDS: u32 = 60;
 /// The producer and aggregate type of the events that carry token versions.
 pub const USER_EVENTS: (&str, &str) = ("profiles", "user");
 
-/// What a component knows about a user's tokens.
+/// A component's record of a user's tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenState {
     pub version: u64,

@@ -56,7 +56,7 @@ pub struct ServiceKey {
     key: Rc<SigningKey>,
 }
 
-/// Why a call to another component failed. None of these carries a body.
+/// The reason a call to another component failed. None of these carries a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
     /// The deadline passed before the whole response arrived.
@@ -64,7 +64,7 @@ pub enum CallError {
     /// The call could not be sent or its response not read (the component
     /// is down, or not in `allowed_outbound_hosts`).
     Transport(String),
-    /// The target answered with a status other than 2xx.
+    /// The target responded with a status other than 2xx.
     Status(u16),
 }
 
@@ -234,21 +234,21 @@ mod tests {
     }
 
     #[test]
-    fn a_token_for_the_target_names_its_caller() {
+    fn guard_accepts_a_token_for_its_component() {
         let token = key("profiles").token_for("feed").unwrap();
 
         assert_eq!(key("feed").guard(&bearer(&token)).unwrap(), "profiles");
     }
 
     #[test]
-    fn a_token_for_another_component_is_forbidden() {
+    fn guard_forbids_a_token_for_another_component() {
         let token = key("profiles").token_for("payments").unwrap();
 
         assert!(matches!(key("feed").guard(&bearer(&token)), Err(ApiError::Forbidden(_))));
     }
 
     #[test]
-    fn missing_foreign_and_user_tokens_are_unauthorized() {
+    fn guard_rejects_missing_foreign_and_user_tokens() {
         let user_key = crate::auth::signing_key("user_token_key", &Secret::new("07".repeat(32))).unwrap();
         let settings = TokenSettings { issuer: "conduit".into(), audience: "feed".into(), lifetime_seconds: 60 };
         let identity = Identity { user_id: "u-1".into(), token_version: 1, roles: vec![SERVICE_ROLE.into()] };

@@ -1,8 +1,8 @@
 //! Measures events from profiles to the test-only consumer through the local
-//! host (`tests/fixture/events.toml`) against MariaDB: the delay from the
-//! producer's commit to the consumer's transaction, the latency a write pays
-//! for its push with the consumer up and with it down, and one dispatch run
-//! delivering a backlog. Prints medians and p99s from one run.
+//! host (`tests/fixture/events.toml`) against MariaDB. It reports the delay
+//! from the producer's commit to the consumer's record, a write's latency
+//! with the consumer up and down, and the dispatch runs that deliver a
+//! backlog. Prints medians and p99s from one run.
 
 use std::time::{Duration, Instant};
 

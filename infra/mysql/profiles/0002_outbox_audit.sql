@@ -25,7 +25,7 @@ CREATE TABLE outbox_events (
 
 -- One row per event and consumer. A row is leased (lease_owner, lease_until)
 -- while a request or a dispatch run pushes it; delivered_at is set once the
--- consumer acknowledged it. last_error holds a kind ("deadline passed",
+-- consumer acknowledged it. last_error keeps a kind ("deadline passed",
 -- "status 503"), never a response body.
 CREATE TABLE outbox_deliveries (
   event_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
@@ -41,7 +41,7 @@ CREATE TABLE outbox_deliveries (
   CONSTRAINT outbox_deliveries_event FOREIGN KEY (event_id) REFERENCES outbox_events (id) ON DELETE CASCADE
 ) ENGINE = InnoDB;
 
--- Every role grant and revocation, by whom (an admin's user id, or
+-- Every role grant and revocation with its actor (an admin's user id, or
 -- `operator` for the admin command). No foreign keys: the history outlives
 -- the users. The triggers refuse changes, so even the runtime user, which
 -- may UPDATE and DELETE in this schema, can only append.

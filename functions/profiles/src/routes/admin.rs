@@ -60,9 +60,9 @@ fn parse_roles(body: &Value) -> Result<Vec<&'static str>, ApiError> {
     Ok(roles)
 }
 
-/// Sets a user's roles. A change is written with its audit rows, a token
-/// version bump (the user's old tokens stop working) and a `user.updated`
-/// event in one transaction; asking for the roles the user has changes nothing.
+/// Sets a user's roles. One transaction writes the change, its audit rows,
+/// a token version bump and a `user.updated` event, so the user's old tokens
+/// stop working. Asking for the roles the user has changes nothing.
 pub async fn set_roles(app: &App<'_>, request: Request, username: &str) -> Result<Response, ApiError> {
     let caller = admin(app, &request).await?;
     let wanted = parse_roles(&read_json(request, BODY_LIMIT).await?)?;
