@@ -449,6 +449,18 @@ async fn roles_change_by_admins_only_and_are_audited() {
     let admin_token = login(&host, &ann).await;
 
     let unknown_role = set_roles(&host, &admin_token, &bob.username, json!(["root"])).await;
+    let not_a_list = set_roles(&host, &admin_token, &bob.username, json!("admin")).await;
+    let extra_field = host
+        .send_json(
+            "PUT",
+            &format!("/api/admin/users/{}/roles", bob.username),
+            Some(&admin_token),
+            &json!({"roles": ["admin"], "token_version": 1}),
+        )
+        .await;
+    for refused in [&not_a_list, &extra_field] {
+        assert_eq!(refused.status, 422, "{}", refused.text());
+    }
     let unknown_user = set_roles(&host, &admin_token, "nobody-here", json!(["admin"])).await;
     let promoted = set_roles(&host, &admin_token, &bob.username, json!(["user", "admin"])).await;
     let unchanged = set_roles(&host, &admin_token, &bob.username, json!(["admin"])).await;

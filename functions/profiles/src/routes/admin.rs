@@ -116,17 +116,3 @@ pub async fn delete_user(app: &App<'_>, request: Request, username: &str) -> Res
     app.publish(&[event]).await;
     Ok(no_store(shared::http::with_body(StatusCode::NO_CONTENT, "text/plain", "")))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roles_are_a_list_of_known_names() {
-        assert_eq!(parse_roles(&json!({"roles": ["user", "admin", "admin"]})).unwrap(), ["admin"]);
-        assert_eq!(parse_roles(&json!({"roles": []})).unwrap(), Vec::<&str>::new());
-        for bad in [json!({"roles": ["root"]}), json!({"roles": "admin"}), json!({"roles": [1]}), json!({}), json!({"roles": [], "user": 1})] {
-            assert!(matches!(parse_roles(&bad), Err(ApiError::Validation(_))), "{bad}");
-        }
-    }
-}
