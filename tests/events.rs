@@ -142,7 +142,20 @@ async fn delivery_with_both_up_arrives_once() {
     let host = Host::start(events_options());
 
     let ann = register(&host, "Ann").await;
-    let bio = host.send_json("PUT", "/api/user", Some(&ann.token), &json!({"user": {"bio": "hello"}})).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let bio = host
+        .request(
+            "PUT",
+            "/api/user",
+            &[
+                ("authorization", &format!("Token {}", ann.token)),
+                ("content-type", "application/json"),
+                ("traceparent", &traceparent),
+            ],
+            json!({"user": {"bio": "hello"}}).to_string(),
+        )
+        .await;
 
     // No polling: profiles pushes before it responds.
     assert_eq!(bio.status, 200, "{}", bio.text());
@@ -160,6 +173,14 @@ async fn delivery_with_both_up_arrives_once() {
     let log = host.component_logs("profiles").await;
     let register_line = log.iter().find(|line| line["route"] == "/api/users").expect("register is logged");
     assert!(register_line.get("error").is_none(), "{register_line}");
+    // The push carried the trace and the producer's request id.
+    let update_line = log.iter().find(|line| line["route"] == "/api/user").expect("the update is logged");
+    let received = host.component_logs("consumer").await;
+    let pushed = received
+        .iter()
+        .find(|line| line["route"] == "/internal/consumer/events" && line["trace_id"] == trace)
+        .expect("the consumer logged the traced push");
+    assert_eq!(pushed["caller_request_id"], update_line["request_id"]);
 }
 
 #[tokio::test]
