@@ -81,9 +81,10 @@ pub async fn serve(routes: &'static Routes, request: Request) -> Response {
     .await
 }
 
-/// Returns `up` when the component's database runs a trivial query; the reason
-/// for `down` goes to the log line only.
-async fn health(ctx: &Ctx) -> Response {
+/// Runs a health check: `up` when the component's database (its `db_url`
+/// variable) runs a trivial query, `down` otherwise. The reason for `down`
+/// goes to the log line only.
+pub async fn health(ctx: &Ctx) -> Response {
     let outcome = match config::required_secret("db_url").await {
         Ok(url) => Db::new(url, ctx.stats.clone()).query("SELECT 1 AS up", Vec::new()).await.map(|_| ()).map_err(|e| e.to_string()),
         Err(error) => Err(error.to_string()),

@@ -261,8 +261,3 @@ pub async fn change_roles(
 pub async fn delete_user(db: &impl Statements, id: &str) -> Result<(), DbError> {
     db.execute("DELETE FROM users WHERE id = ?", params![id]).await
 }
-
-/// Runs a trivial query, for the health check.
-pub async fn ping(db: &impl Statements) -> Result<(), DbError> {
-    db.query("SELECT 1 AS up", Vec::new()).await.map(|_| ())
-}
