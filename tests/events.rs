@@ -555,8 +555,9 @@ async fn logout_all_refuses_old_tokens_in_every_component() {
 
     let logout = host.send("POST", "/api/user/logout-all", Some(&second)).await;
 
-    // Both components are up: the consumer refuses the token as soon as logout-all has answered.
+    // Both components are up: the consumer refuses the token as soon as logout-all has responded.
     assert_eq!(logout.status, 204, "{}", logout.text());
+    assert_eq!((logout.header("content-type"), logout.body.len()), (None, 0));
     for token in [&ann.token, &second] {
         assert_eq!(host.send("GET", "/api/user", Some(token)).await.status, 401);
         assert_eq!(host.send("GET", "/api/consumer/me", Some(token)).await.status, 401);

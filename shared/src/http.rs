@@ -161,6 +161,13 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     with_body(status, "application/json", body.to_string())
 }
 
+/// Builds a `204 No Content` response: no body and no content type.
+pub fn no_content() -> Response {
+    let mut response = http::Response::new(FullBody::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
 /// Marks a response as not to be stored by any cache (it carries a token or a user's own data).
 pub fn no_store(mut response: Response) -> Response {
     response

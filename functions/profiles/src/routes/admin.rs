@@ -114,5 +114,5 @@ pub async fn delete_user(app: &App<'_>, request: Request, username: &str) -> Res
         })
         .await?;
     app.publish(&[event]).await;
-    Ok(no_store(shared::http::with_body(StatusCode::NO_CONTENT, "text/plain", "")))
+    Ok(no_store(shared::http::no_content()))
 }

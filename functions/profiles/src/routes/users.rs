@@ -226,7 +226,7 @@ pub async fn logout_all(app: &App<'_>, request: Request) -> Result<Response, Api
         })
         .await?;
     app.publish(&[event]).await;
-    Ok(no_store(shared::http::with_body(StatusCode::NO_CONTENT, "text/plain", "")))
+    Ok(no_store(shared::http::no_content()))
 }
 
 /// The validated fields of a `PUT /api/user` body.
