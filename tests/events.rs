@@ -199,7 +199,7 @@ async fn delivery_to_a_failing_consumer_waits_for_dispatch() {
     let started = Instant::now();
     let bio = host.send_json("PUT", "/api/user", Some(&ann.token), &json!({"user": {"bio": "while hanging"}})).await;
     let hung_in = started.elapsed();
-    host.set_fault("consumer", "none").await;
+    host.set_fault("consumer", "unavailable").await;
 
     assert_eq!(bio.status, 200, "{}", bio.text());
     // Registration includes a ~30 ms password hash; the refused push adds little.
@@ -217,16 +217,40 @@ async fn delivery_to_a_failing_consumer_waits_for_dispatch() {
     let noted = log.iter().find(|line| line["route"] == "/api/users").and_then(|line| line["error"].as_str());
     assert_eq!(noted, Some("1 event deliveries pending (consumer: status 503)"));
 
+    // A dispatch run while the consumer still fails backs off: 5 s after the second failure.
+    let failing_run = dispatch(&host, "profiles").await;
+    assert_eq!(failing_run.json()["outbox"], json!({"delivered": 0, "failed": 2}));
+    let mut db = admin_db().await;
+    let waits: Vec<i64> = db
+        .exec(
+            "SELECT next_attempt_at - ? FROM conduit_test_profiles.outbox_deliveries WHERE event_id IN (?, ?)",
+            (now_micros(), created, updated),
+        )
+        .await
+        .unwrap();
+    assert!(waits.iter().all(|wait| (3_500_000..6_100_000).contains(wait)), "{waits:?}");
+    assert_eq!(dispatch_profiles(&host).await, 0, "nothing is due during the backoff");
+    assert_eq!(delivery(created).await, (2, false, Some("status 503".into())));
+    host.set_fault("consumer", "none").await;
+    db.exec_drop("UPDATE conduit_test_profiles.outbox_deliveries SET next_attempt_at = 0 WHERE event_id IN (?, ?)", (created, updated))
+        .await
+        .unwrap();
+    db.disconnect().await.unwrap();
+
     assert_eq!(dispatch_profiles(&host).await, 2);
     assert_eq!(dispatch_profiles(&host).await, 0);
 
     assert_eq!(consumer_username(&ann.id).await.as_deref(), Some(ann.username.as_str()));
     assert_eq!(receipts(created).await, 1);
     assert_eq!(processed(created).await, 1);
-    // The abandoned push may still reach the consumer once the fault clears;
+    // The abandoned push may still reach the consumer once the hang ends;
     // the consumer then applies the event once and ignores the redelivery.
     assert_eq!(processed(updated).await, 1);
-    assert_eq!(delivery(created).await, (2, true, None));
+    assert_eq!(delivery(created).await, (3, true, None));
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
 }
 
 #[tokio::test]
