@@ -1,7 +1,7 @@
 //! The routes a component serves before it has an API of its own: its
 //! health check, the endpoint for profiles' user events and its dispatch
 //! route. Such a component keeps the token versions of `revocation`, so it
-//! already refuses revoked tokens the moment it gains user routes, and a
+//! already rejects revoked tokens the moment it gains user routes, and a
 //! dispatch run resyncs them from profiles when it has never done so.
 
 use spin_sdk::http::{Request, StatusCode};

@@ -45,7 +45,7 @@ fn state_of(event: &Event) -> Option<TokenState> {
     let version = event.payload.get("token_version").and_then(serde_json::Value::as_u64);
     match (version, deleted) {
         (Some(version), _) => Some(TokenState { version, deleted }),
-        // A deletion needs no version: every token of the user is refused.
+        // A deletion needs no version, because every token of the user is rejected.
         (None, true) => Some(TokenState { version: u64::MAX, deleted }),
         (None, false) => None,
     }
@@ -77,14 +77,14 @@ pub async fn cache(kv: &Kv, event: &Event) {
     if let Some(state) = state_of(event)
         && kv.set_fresh(&cache_key(&event.aggregate_id), &state, CACHE_SECONDS).await.is_err()
     {
-        // The stale entry expires within CACHE_SECONDS; try to remove it now.
+        // The stale entry expires within CACHE_SECONDS, but removing it ends the lag sooner.
         let _ = kv.delete(&cache_key(&event.aggregate_id)).await;
     }
 }
 
-/// Refuses a token whose version is older than the one this component holds
-/// for its user, or whose user was deleted. Reads the cache first, the
-/// database on a miss (and refills the cache); a store outage costs one
+/// Rejects a token whose version is older than the one this component has
+/// for its user, or whose user was deleted. Reads the cache first and the
+/// database on a miss (refilling the cache), so a store outage costs one
 /// statement, never the request.
 pub async fn check(db: &Db, kv: &Kv, identity: &Identity) -> Result<(), ApiError> {
     let key = cache_key(&identity.user_id);
