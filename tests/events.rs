@@ -60,8 +60,8 @@ fn subject_of(token: &str) -> String {
     claims["sub"].as_str().unwrap().to_string()
 }
 
-async fn follow(host: &Host, who: &User, whom: &User, method: &str) {
-    let reply = host.send(method, &format!("/api/profiles/{}/follow", whom.username), Some(&who.token)).await;
+async fn follow(host: &Host, follower: &User, followee: &User, method: &str) {
+    let reply = host.send(method, &format!("/api/profiles/{}/follow", followee.username), Some(&follower.token)).await;
     assert_eq!(reply.status, 200, "{method} follow: {}", reply.text());
 }
 
@@ -193,7 +193,7 @@ async fn delivery_to_a_failing_consumer_waits_for_dispatch() {
     host.set_fault("consumer", "unavailable").await;
     let started = Instant::now();
     let ann = register(&host, "Ann").await;
-    let refused_in = started.elapsed();
+    let unavailable_in = started.elapsed();
 
     host.set_fault("consumer", "hang").await;
     let started = Instant::now();
@@ -202,8 +202,8 @@ async fn delivery_to_a_failing_consumer_waits_for_dispatch() {
     host.set_fault("consumer", "unavailable").await;
 
     assert_eq!(bio.status, 200, "{}", bio.text());
-    // Registration includes a ~30 ms password hash; the refused push adds little.
-    assert!(refused_in < Duration::from_millis(1500), "registration took {refused_in:?}");
+    // Registration includes a ~30 ms password hash; the rejected push adds little.
+    assert!(unavailable_in < Duration::from_millis(1500), "registration took {unavailable_in:?}");
     // The push waits for its 300 ms deadline, and no longer.
     assert!(hung_in >= Duration::from_millis(300), "update took {hung_in:?}");
     assert!(hung_in < Duration::from_millis(1500), "update took {hung_in:?}");
@@ -306,18 +306,18 @@ async fn two_dispatch_runs_at_once_deliver_nothing_twice() {
     dispatch_profiles(&host).await;
 
     host.set_fault("consumer", "unavailable").await;
-    for who in &users {
-        for whom in users.iter().filter(|u| u.id != who.id) {
-            follow(&host, who, whom, "POST").await;
-            follow(&host, who, whom, "DELETE").await;
-            follow(&host, who, whom, "POST").await;
+    for follower in &users {
+        for followee in users.iter().filter(|u| u.id != follower.id) {
+            follow(&host, follower, followee, "POST").await;
+            follow(&host, follower, followee, "DELETE").await;
+            follow(&host, follower, followee, "POST").await;
         }
     }
     host.set_fault("consumer", "none").await;
     let mut pending = Vec::new();
-    for who in &users {
-        for whom in users.iter().filter(|u| u.id != who.id) {
-            pending.extend(events_of(&format!("{}:{}", who.id, whom.id)).await.into_iter().map(|(id, _, _)| id));
+    for follower in &users {
+        for followee in users.iter().filter(|u| u.id != follower.id) {
+            pending.extend(events_of(&format!("{}:{}", follower.id, followee.id)).await.into_iter().map(|(id, _, _)| id));
         }
     }
     assert_eq!(pending.len(), 18);
@@ -331,9 +331,9 @@ async fn two_dispatch_runs_at_once_deliver_nothing_twice() {
     for event_id in &pending {
         assert_eq!(receipts(event_id).await, 1, "{event_id}");
     }
-    for who in &users {
-        for whom in users.iter().filter(|u| u.id != who.id) {
-            assert!(consumer_follows(who, whom).await, "the last event of each pair is a follow");
+    for follower in &users {
+        for followee in users.iter().filter(|u| u.id != follower.id) {
+            assert!(consumer_follows(follower, followee).await, "the last event of each pair is a follow");
         }
     }
 }
@@ -488,7 +488,7 @@ async fn roles_change_by_admins_only_and_are_audited() {
     let again = grant_admin(&ann.id);
     assert!(String::from_utf8_lossy(&granted.stdout).contains("is now an admin"));
     assert!(String::from_utf8_lossy(&again.stdout).contains("already an admin"));
-    // The grant bumped Ann's token version: her old token is refused, a new login carries the role.
+    // The grant bumped Ann's token version: her old token is rejected, a new login carries the role.
     assert_eq!(host.send("GET", "/api/user", Some(&ann.token)).await.status, 401);
     assert_eq!(dispatch_profiles(&host).await, 1, "the operator's event waits for dispatch");
     let admin_token = login(&host, &ann).await;
@@ -503,8 +503,8 @@ async fn roles_change_by_admins_only_and_are_audited() {
             &json!({"roles": ["admin"], "token_version": 1}),
         )
         .await;
-    for refused in [&not_a_list, &extra_field] {
-        assert_eq!(refused.status, 422, "{}", refused.text());
+    for rejected in [&not_a_list, &extra_field] {
+        assert_eq!(rejected.status, 422, "{}", rejected.text());
     }
     let unknown_user = set_roles(&host, &admin_token, "nobody-here", json!(["admin"])).await;
     let promoted = set_roles(&host, &admin_token, &bob.username, json!(["user", "admin"])).await;

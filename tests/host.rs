@@ -320,6 +320,15 @@ async fn admin_connection() -> mysql_async::Conn {
         .expect("MariaDB is reachable as root on 127.0.0.1:3306")
 }
 
+/// Held by every test here whose hosts open MySQL connections. The host closes
+/// a connection in the background after the request, so a host killed at the
+/// end of one test can count as an aborted client in another test's window of
+/// the server-wide `Aborted_clients`.
+async fn mysql_tests_one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 async fn aborted_clients(conn: &mut mysql_async::Conn) -> u64 {
     let row: (String, String) = conn
         .query_first("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")
@@ -338,6 +347,7 @@ async fn mysql(host: &Host, address: &str, statements: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_converts_values_like_spin() {
+    let _mysql = mysql_tests_one_at_a_time().await;
     let mut admin = admin_connection().await;
     admin.query_drop("CREATE DATABASE IF NOT EXISTS host_fixture").await.unwrap();
     let table = format!("host_fixture.values_{}", std::process::id());
@@ -395,6 +405,7 @@ async fn mysql_converts_values_like_spin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_streams_many_rows() {
+    let _mysql = mysql_tests_one_at_a_time().await;
     let mut admin = admin_connection().await;
     admin.query_drop("CREATE DATABASE IF NOT EXISTS host_fixture").await.unwrap();
     let host = Host::start(fixture(1));
@@ -723,6 +734,7 @@ async fn variables_resolve_and_report_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn app_health_routes_answer() {
+    let _mysql = mysql_tests_one_at_a_time().await;
     let host = Host::start(app_options());
 
     assert_eq!(host.get("/nowhere").await.status, 404);

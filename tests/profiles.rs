@@ -541,10 +541,10 @@ async fn request_logs_count_statements() {
         .filter(|l| l["event"] == "request")
         .map(|l| (l["method"].as_str().unwrap().into(), l["route"].as_str().unwrap().into(), l["db_statements"].as_u64().unwrap()))
         .collect();
-    // A write costs 8 statements besides its own: the session's lock wait
-    // timeout, START TRANSACTION, the aggregate version (upsert and read), the
-    // event row, one insert for the deliveries to the three consumers, COMMIT,
-    // and after the pushes one update that marks them delivered.
+    // A write costs 8 statements besides its own. The transaction adds the
+    // session's lock wait timeout, START TRANSACTION, the aggregate version
+    // (upsert and read), the event row, one insert for the deliveries to the
+    // three consumers and COMMIT. After the pushes, one update marks them delivered.
     let expected = [
         ("POST", "/api/users", 10),
         ("POST", "/api/users", 10),
@@ -665,9 +665,9 @@ async fn token_versions_reach_every_component() {
         let dispatch = host
             .request("POST", &format!("/ops/{component}/dispatch"), &[("authorization", scheduler.as_str())], "")
             .await;
-        let refused = host.request("POST", &format!("/ops/{component}/dispatch"), &[], "").await;
+        let without_token = host.request("POST", &format!("/ops/{component}/dispatch"), &[], "").await;
         assert_eq!((health.status, health.text()), (200, "up".to_string()), "{component}");
         assert_eq!(dispatch.status, 200, "{component}: {}", dispatch.text());
-        assert_eq!(refused.status, 401, "{component}");
+        assert_eq!(without_token.status, 401, "{component}");
     }
 }

@@ -8,8 +8,8 @@
 //! passwords and grants are reset to the configured values. Runs are
 //! serialised by a server lock.
 //!
-//! `grant-admin` gives an existing user the `admin` role (see `grant.rs`):
-//! nobody gets it at registration, and admins grant it further through the
+//! `grant-admin` gives an existing user the `admin` role (see `grant.rs`).
+//! Registration never grants it, and admins grant it further through the
 //! profiles API.
 //!
 //! `reset` drops the schemas and users of a test prefix, for a fresh test run.

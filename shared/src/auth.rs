@@ -81,8 +81,8 @@ thread_local! {
     /// The keys derived so far, with the seeds they came from. A component
     /// instance serves many requests (Spin reuses it up to 128 times), and
     /// deriving the public key costs a scalar multiplication, so each key is
-    /// derived once per seed. A component holds at most two (user tokens and
-    /// service tokens); the list is capped so a changing seed cannot grow it.
+    /// derived once per seed. A component uses at most two (user tokens and
+    /// service tokens), and the list is capped so a changing seed cannot grow it.
     /// The keys are the same for every request, as globals must be.
     static DERIVED_KEYS: std::cell::RefCell<Vec<(String, std::rc::Rc<SigningKey>)>> =
         const { std::cell::RefCell::new(Vec::new()) };

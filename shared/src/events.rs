@@ -23,7 +23,7 @@
 //! Each event is applied in one transaction that records its id
 //! (`event_inbox`, kept [`RETENTION_DAYS`] days: a redelivery within that
 //! time changes nothing) and compares its aggregate version with the one
-//! held (`aggregate_state`). Only a newer version is applied; deletions stay
+//! stored (`aggregate_state`). Only a newer version is applied; deletions stay
 //! as tombstones (a row with `deleted = 1`), so an older event that arrives
 //! late cannot bring the aggregate back. [`resync`] rebuilds a consumer that
 //! joined late or lost its state from the producer's
@@ -422,7 +422,7 @@ pub trait Projection {
     /// events of other aggregates are acknowledged and ignored.
     fn subscriptions(&self) -> &'static [(&'static str, &'static str)];
 
-    /// Applies an event newer than anything held for its aggregate, inside
+    /// Applies an event newer than anything stored for its aggregate, inside
     /// the transaction that records it. A deletion must remove what the
     /// aggregate left in the read model.
     async fn apply(&self, tx: &Tx<'_>, event: &Event) -> Result<(), ApiError>;
@@ -505,14 +505,14 @@ pub async fn apply(db: &Db, projection: &impl Projection, event: &Event, record:
                     other => other?,
                 }
             }
-            let held = tx
+            let stored = tx
                 .query_one(
                     "SELECT version FROM aggregate_state
                      WHERE producer = ? AND aggregate_type = ? AND aggregate_id = ? FOR UPDATE",
                     params![&event.producer, &event.aggregate_type, &event.aggregate_id],
                 )
                 .await?;
-            if let Some(row) = held
+            if let Some(row) = stored
                 && row.get::<u64>("version")? >= event.aggregate_version
             {
                 return Ok(Outcome::Stale);
@@ -713,7 +713,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_page_points_at_its_last_aggregate() {
+    fn resync_cursor_is_the_last_aggregate() {
         let query = ResyncQuery { aggregate_type: "user".into(), after: String::new(), limit: 2 };
         let snapshot = |id: &str| Event::snapshot("profiles", "user", id, 1, json!({}));
 

@@ -1,6 +1,6 @@
 //! Every SQL statement of the profiles component, except the outbox's
 //! (`shared::events`) and the event snapshots (`events.rs`). Each function
-//! runs exactly one statement unless its comment says otherwise, so a
+//! runs exactly one statement unless its comment states otherwise, so a
 //! route's statement count follows from the calls it makes here.
 
 use shared::auth::{Identity, ROLE_USER};

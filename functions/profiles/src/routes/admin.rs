@@ -65,25 +65,25 @@ fn parse_roles(body: &Value) -> Result<Vec<&'static str>, ApiError> {
 /// stop working. Asking for the roles the user has changes nothing.
 pub async fn set_roles(app: &App<'_>, request: Request, username: &str) -> Result<Response, ApiError> {
     let caller = admin(app, &request).await?;
-    let wanted = parse_roles(&read_json(request, BODY_LIMIT).await?)?;
+    let requested = parse_roles(&read_json(request, BODY_LIMIT).await?)?;
     let now = shared::time::now_micros();
 
     let (user, event) = app
         .db
         .transaction(async |tx| {
             let mut user = store::lock_user_by_username(tx, &normalised_key(username)).await?.ok_or_else(not_found)?;
-            let grant: Vec<&str> = wanted.iter().copied().filter(|r| !user.granted_roles.iter().any(|g| g == r)).collect();
+            let grant: Vec<&str> = requested.iter().copied().filter(|r| !user.granted_roles.iter().any(|g| g == r)).collect();
             let revoke: Vec<&str> = GRANTABLE_ROLES
                 .iter()
                 .copied()
-                .filter(|r| !wanted.contains(r) && user.granted_roles.iter().any(|g| g == r))
+                .filter(|r| !requested.contains(r) && user.granted_roles.iter().any(|g| g == r))
                 .collect();
             if grant.is_empty() && revoke.is_empty() {
                 return Ok((user, None));
             }
             store::change_roles(tx, &caller.user.id, &user.id, &grant, &revoke, now).await?;
             store::bump_token_version(tx, &user.id, now).await?;
-            user.granted_roles = GRANTABLE_ROLES.iter().filter(|r| wanted.contains(r)).map(|r| r.to_string()).collect();
+            user.granted_roles = GRANTABLE_ROLES.iter().filter(|r| requested.contains(r)).map(|r| r.to_string()).collect();
             user.token_version += 1;
             let event = events::user_changed(&app.outbox, tx, "user.updated", &user).await?;
             Ok((user, Some(event)))

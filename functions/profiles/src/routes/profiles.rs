@@ -41,8 +41,8 @@ fn check_not_self(caller_id: &str, profile: &Profile) -> Result<(), ApiError> {
 }
 
 /// Follows (`following` true) or unfollows. A change is written with its
-/// event in one transaction; asking for the state that already holds
-/// writes nothing and publishes nothing.
+/// event in one transaction. Asking for the state already in place writes
+/// nothing and publishes nothing.
 async fn set_following(app: &App<'_>, request: Request, username: &str, following: bool) -> Result<Response, ApiError> {
     let caller = app.caller(request.headers()).await?;
     let profile = store::profile(&app.db, &normalised_key(username), Some(&caller.user.id))

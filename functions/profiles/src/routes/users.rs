@@ -209,7 +209,7 @@ pub async fn update(app: &App<'_>, request: Request) -> Result<Response, ApiErro
 /// `POST /api/user/logout-all`: bumps the caller's token version, so every
 /// token issued so far stops working (this one included), here at once and in
 /// the other components as soon as the `user.updated` event reaches them.
-/// Answers 204; the client logs in again.
+/// Responds 204, and the client logs in again.
 pub async fn logout_all(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
     let (_, identity) = app.identity(request.headers())?;
     let now = shared::time::now_micros();
