@@ -14,6 +14,9 @@
 //!
 //! `reset` drops the schemas and users of a test prefix, for a fresh test run.
 //!
+//! `public-key` prints the public half of the user-token key, which the
+//! components that only verify tokens get instead of the key itself.
+//!
 //! Runtime passwords are the components' Spin variables
 //! (`<component>_db_password`), read like the host reads them:
 //! `SPIN_VARIABLE_<NAME>` from the environment, then the env file.
@@ -82,6 +85,14 @@ enum Command {
         #[arg(long, default_value = "spin.toml")]
         manifest: PathBuf,
     },
+    /// Print the public key (64 hex digits) that verifies tokens signed with
+    /// `user_token_key`: the value of the `user_token_public_key` variable.
+    /// Needs no database.
+    PublicKey {
+        /// Read `SPIN_VARIABLE_USER_TOKEN_KEY` from this file when the environment lacks it.
+        #[arg(long, default_value = ".env")]
+        env_file: PathBuf,
+    },
     /// Drop every schema and runtime user of the prefix. Only for prefixes ending in `_test`.
     Reset {
         #[arg(long, default_value = "%")]
@@ -102,6 +113,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Command::PublicKey { env_file } = &cli.command {
+        return print_public_key(env_file);
+    }
     check_identifier("prefix", &cli.prefix)?;
     let opts = Opts::from_url(&cli.admin_url).map_err(|_| anyhow::anyhow!("--admin-url is not a valid mysql:// URL"))?;
     let target = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
@@ -126,6 +140,7 @@ async fn run(cli: Cli) -> Result<()> {
             grant::grant_admin(&mut conn, &cli.prefix, &user_id, &consumers).await
         }
         Command::Reset { user_host } => reset(&mut conn, &cli.prefix, &user_host).await,
+        Command::PublicKey { .. } => unreachable!("handled before connecting"),
     };
     let _ = conn.disconnect().await;
     result
@@ -247,6 +262,19 @@ fn server_code(error: &mysql_async::Error) -> String {
         mysql_async::Error::Io(_) => "connection error".into(),
         _ => "driver error".into(),
     }
+}
+
+fn print_public_key(env_file: &std::path::Path) -> Result<()> {
+    const NAME: &str = "SPIN_VARIABLE_USER_TOKEN_KEY";
+    let seed = match std::env::var(NAME) {
+        Ok(seed) => seed,
+        Err(_) => read_env_file(env_file)?
+            .remove(NAME)
+            .with_context(|| format!("{NAME} is not set (in the environment or the env file)"))?,
+    };
+    let public = shared::auth::public_key_hex("user_token_key", &shared::config::Secret::new(seed))?;
+    println!("{public}");
+    Ok(())
 }
 
 fn runtime_password(component: &str, env_file: &HashMap<String, String>) -> Result<String> {

@@ -53,6 +53,9 @@ impl Identity {
 /// The key that signs user tokens (its public half verifies them).
 pub type SigningKey = Ed25519KeyPair;
 
+/// The public key that verifies user tokens.
+pub type VerifyingKey = Ed25519PublicKey;
+
 /// The issuer, audience and lifetime of user tokens.
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
@@ -65,14 +68,7 @@ pub struct TokenSettings {
 /// (`openssl rand -hex 32` makes one).
 pub fn signing_key(variable: &str, seed_hex: &Secret) -> Result<Ed25519KeyPair, ConfigError> {
     let problem = || ConfigError::new(variable, "must be 64 hex digits (a 32-byte Ed25519 seed)");
-    let text = seed_hex.expose();
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(problem());
-    }
-    let mut seed = [0u8; 32];
-    for (i, byte) in seed.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| problem())?;
-    }
+    let seed = decode_hex_32(seed_hex.expose()).ok_or_else(problem)?;
     let key_pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
     Ed25519KeyPair::from_bytes(&key_pair[..]).map_err(|_| problem())
 }
@@ -107,6 +103,33 @@ pub fn cached_signing_key(variable: &str, seed_hex: &Secret) -> Result<std::rc::
         keys.push((seed_hex.expose().to_string(), key.clone()));
     });
     Ok(key)
+}
+
+/// Reads an Ed25519 public key given as 64 hex digits. Components that only
+/// verify user tokens get the public half (the `user_token_public_key`
+/// variable), so none of them can issue a token.
+pub fn verifying_key(variable: &str, key_hex: &str) -> Result<Ed25519PublicKey, ConfigError> {
+    let problem = || ConfigError::new(variable, "must be 64 hex digits (a 32-byte Ed25519 public key)");
+    let bytes = decode_hex_32(key_hex).ok_or_else(problem)?;
+    Ed25519PublicKey::from_bytes(&bytes).map_err(|_| problem())
+}
+
+/// Decodes exactly 64 hex digits into 32 bytes.
+fn decode_hex_32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(bytes)
+}
+
+/// Returns the public key, as hex, that verifies tokens signed with the
+/// seed `seed_hex` (what `user_token_public_key` must be set to).
+pub fn public_key_hex(variable: &str, seed_hex: &Secret) -> Result<String, ConfigError> {
+    Ok(crate::ids::hex(&signing_key(variable, seed_hex)?.public_key().to_bytes()))
 }
 
 /// Rejects a caller without `role` with 403. Roles come from a verified
@@ -240,6 +263,21 @@ mod tests {
 
     fn alice_claims() -> UserClaims {
         UserClaims { ver: 3, roles: vec![ROLE_USER.into()] }
+    }
+
+    #[test]
+    fn public_key_alone_verifies() {
+        let key = signing_key("user_token_key", &Secret::new(SEED)).unwrap();
+        let token = issue(&key, &settings(), &alice()).unwrap();
+
+        let public_hex = public_key_hex("user_token_key", &Secret::new(SEED)).unwrap();
+        let public = verifying_key("user_token_public_key", &public_hex).unwrap();
+        let other = verifying_key("user_token_public_key", &"1f".repeat(32));
+
+        assert_eq!(public_hex.len(), 64);
+        assert_eq!(verify(&public, &settings(), &token), Ok(alice()));
+        assert!(other.is_err() || verify(&other.unwrap(), &settings(), &token).is_err());
+        assert!(verifying_key("user_token_public_key", "zz").is_err());
     }
 
     #[test]

@@ -107,7 +107,8 @@ impl DbError {
         Some(name.rsplit('.').next().unwrap_or(name))
     }
 
-    pub(crate) fn decode(detail: String) -> Self {
+    /// Builds an error for a value that cannot be read as the type the caller expects.
+    pub fn decode(detail: String) -> Self {
         Self { kind: DbErrorKind::Decode, code: None, server_message: None, detail }
     }
 

@@ -541,13 +541,16 @@ pub async fn apply(db: &Db, projection: &impl Projection, event: &Event, record:
     Ok(outcome)
 }
 
-/// A producer's resync request: `?aggregate=<type>&after=<id>&limit=<n>`.
+/// A producer's resync request: `?aggregate=<type>&after=<id>&limit=<n>`,
+/// or `?aggregate=<type>&id=<id>` for one aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResyncQuery {
     pub aggregate_type: String,
     /// Aggregates with ids after this one, in id order ("" for the first page).
     pub after: String,
     pub limit: u32,
+    /// Only this aggregate, for a consumer missing one it needs now.
+    pub id: Option<String>,
 }
 
 /// Characters allowed in aggregate types and ids on the resync query string,
@@ -558,12 +561,13 @@ fn is_plain_id(text: &str) -> bool {
 
 impl ResyncQuery {
     pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut parsed = Self { aggregate_type: String::new(), after: String::new(), limit: RESYNC_PAGE };
+        let mut parsed = Self { aggregate_type: String::new(), after: String::new(), limit: RESYNC_PAGE, id: None };
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
                 "aggregate" if is_plain_id(value) => parsed.aggregate_type = value.into(),
                 "after" if is_plain_id(value) => parsed.after = value.into(),
+                "id" if is_plain_id(value) && !value.is_empty() => parsed.id = Some(value.into()),
                 "limit" => {
                     parsed.limit = value
                         .parse()
@@ -571,7 +575,9 @@ impl ResyncQuery {
                         .filter(|n| (1..=RESYNC_MAX_PAGE).contains(n))
                         .ok_or_else(|| ApiError::invalid("limit", format!("must be 1 to {RESYNC_MAX_PAGE}")))?;
                 }
-                "aggregate" | "after" => return Err(ApiError::invalid(name, "has characters outside A-Z a-z 0-9 - _ . :")),
+                "aggregate" | "after" | "id" => {
+                    return Err(ApiError::invalid(name, "has characters outside A-Z a-z 0-9 - _ . :"));
+                }
                 _ => return Err(ApiError::invalid(name, "is not a known parameter")),
             }
         }
@@ -656,6 +662,38 @@ pub async fn resync(
     Ok(applied)
 }
 
+/// Fetches one aggregate from its producer's resync endpoint and applies it,
+/// for a consumer that needs an aggregate whose event has not arrived yet
+/// (a user who registered while this component was down). Returns whether
+/// the producer has it.
+pub async fn fetch_aggregate(
+    ctx: &Ctx,
+    db: &Db,
+    service: &ServiceKey,
+    projection: &impl Projection,
+    (producer, aggregate_type): (&str, &str),
+    aggregate_id: &str,
+) -> Result<bool, ApiError> {
+    if !is_plain_id(aggregate_id) {
+        return Ok(false);
+    }
+    let path = format!("/internal/{producer}/resync?aggregate={aggregate_type}&id={aggregate_id}");
+    let body = service
+        .call(ctx, producer, Method::GET, &path, None, PUSH_DEADLINE)
+        .await
+        .map_err(|error| ApiError::Unavailable(format!("fetching from {producer} failed: {error}")))?;
+    let page: ResyncPage = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("resync page from {producer} is not readable")))?;
+    let Some(event) = page.events.into_iter().find(|event| event.aggregate_id == aggregate_id) else {
+        return Ok(false);
+    };
+    if event.producer != producer || event.aggregate_type != aggregate_type {
+        return Err(ApiError::Internal(anyhow::anyhow!("resync page from {producer} has an aggregate of another type or producer")));
+    }
+    apply(db, projection, &event, false).await?;
+    Ok(true)
+}
+
 /// Runs dispatch on the consumer's side: continues unfinished resyncs and
 /// purges processed event ids past retention.
 pub async fn dispatch_inbox(
@@ -703,18 +741,19 @@ mod tests {
         let query = ResyncQuery::parse(Some("aggregate=follow&after=0190-a:0190-b&limit=20")).unwrap();
         assert_eq!(
             query,
-            ResyncQuery { aggregate_type: "follow".into(), after: "0190-a:0190-b".into(), limit: 20 }
+            ResyncQuery { aggregate_type: "follow".into(), after: "0190-a:0190-b".into(), limit: 20, id: None }
         );
+        assert_eq!(ResyncQuery::parse(Some("aggregate=user&id=u-1")).unwrap().id.as_deref(), Some("u-1"));
         assert_eq!(ResyncQuery::parse(Some("aggregate=user")).unwrap().limit, RESYNC_PAGE);
 
-        for bad in [None, Some("after=x"), Some("aggregate=user&limit=0"), Some("aggregate=user&limit=501"), Some("aggregate=us%20er"), Some("aggregate=user&x=1")] {
+        for bad in [None, Some("after=x"), Some("aggregate=user&limit=0"), Some("aggregate=user&limit=501"), Some("aggregate=us%20er"), Some("aggregate=user&x=1"), Some("aggregate=user&id=")] {
             assert!(matches!(ResyncQuery::parse(bad), Err(ApiError::Validation(_))), "{bad:?}");
         }
     }
 
     #[test]
     fn resync_cursor_is_the_last_aggregate() {
-        let query = ResyncQuery { aggregate_type: "user".into(), after: String::new(), limit: 2 };
+        let query = ResyncQuery { aggregate_type: "user".into(), after: String::new(), limit: 2, id: None };
         let snapshot = |id: &str| Event::snapshot("profiles", "user", id, 1, json!({}));
 
         let full = query.response(vec![snapshot("a"), snapshot("b")]);

@@ -40,6 +40,28 @@ fn uuid_v7_at(unix_millis: i64) -> String {
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
+/// The start of [`small_id`]'s clock: 2025-01-01T00:00:00Z in Unix milliseconds.
+const SMALL_ID_EPOCH_MILLIS: i64 = 1_735_689_600_000;
+/// Random bits below the milliseconds in a [`small_id`].
+const SMALL_ID_RANDOM_BITS: u32 = 12;
+/// Every [`small_id`] is below 2^53, so JavaScript clients read it exactly.
+pub const SMALL_ID_LIMIT: u64 = 1 << 53;
+
+/// Makes a time-ordered integer id below 2^53, for ids a public contract
+/// fixes as JSON integers (comment ids): milliseconds since 2025 shifted
+/// left by 12 bits, plus 12 random bits. Ids stay time-ordered until about
+/// 2094, when the shifted milliseconds reach 2^53 and wrap. Two ids made in the same millisecond collide with probability
+/// 1/4096, so the caller retries on a duplicate key.
+pub fn small_id() -> u64 {
+    small_id_at(crate::time::now_micros() / 1000)
+}
+
+fn small_id_at(unix_millis: i64) -> u64 {
+    let millis = u64::try_from(unix_millis - SMALL_ID_EPOCH_MILLIS).unwrap_or(0);
+    let random = u64::from(random_u32()) & ((1 << SMALL_ID_RANDOM_BITS) - 1);
+    ((millis << SMALL_ID_RANDOM_BITS) | random) % SMALL_ID_LIMIT
+}
+
 /// Checks whether `text` is a UUID in the canonical lower-case form this module writes.
 pub fn is_uuid(text: &str) -> bool {
     text.len() == 36
@@ -62,6 +84,18 @@ mod tests {
         assert!(matches!(&earlier[19..20], "8" | "9" | "a" | "b"));
         assert!(earlier < later);
         assert_eq!(&earlier[..13], "018bcfe5-6800");
+    }
+
+    #[test]
+    fn small_ids_are_time_ordered_and_safe_in_javascript() {
+        let first = small_id_at(1_764_892_800_000);
+        let next_millisecond = small_id_at(1_764_892_800_001);
+        let in_2090 = small_id_at(3_786_825_600_000);
+
+        assert!(first < next_millisecond);
+        assert_eq!(first >> 12, 1_764_892_800_000 - SMALL_ID_EPOCH_MILLIS as u64);
+        assert!(in_2090 < SMALL_ID_LIMIT);
+        assert!(small_id() < SMALL_ID_LIMIT);
     }
 
     #[test]

@@ -59,6 +59,33 @@ impl Fields<'_> {
         }
     }
 
+    /// Reads a list of strings that may be absent or `null`.
+    pub fn optional_string_list(&mut self, field: &str) -> Update<Vec<String>> {
+        match self.map.get(field) {
+            None => Update::Absent,
+            Some(Value::Null) => Update::Null,
+            Some(Value::Array(items)) => {
+                let strings: Option<Vec<String>> = items.iter().map(|item| item.as_str().map(str::to_string)).collect();
+                match strings {
+                    Some(strings) => Update::Set(strings),
+                    None => {
+                        self.errors.add(field, "must be a list of strings");
+                        Update::Absent
+                    }
+                }
+            }
+            Some(_) => {
+                self.errors.add(field, "must be a list of strings");
+                Update::Absent
+            }
+        }
+    }
+
+    /// Checks whether the body has `field` at all, whatever its value.
+    pub fn contains(&self, field: &str) -> bool {
+        self.map.contains_key(field)
+    }
+
     /// Rejects fields outside `allowed`, so a body cannot set what a route does
     /// not mean to change (roles, ids, balances).
     pub fn reject_unknown(&mut self, allowed: &[&str]) {
@@ -104,6 +131,23 @@ mod tests {
                 ("roles", "is not a known field"),
             ]
         );
+    }
+
+    #[test]
+    fn string_lists_reject_other_values() {
+        let body = json!({"article": {"tags": ["a", "b"], "mixed": ["a", 1], "text": "a", "empty": null}});
+        let mut fields = wrapped(&body, "article").unwrap();
+
+        assert_eq!(fields.optional_string_list("tags"), Update::Set(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(fields.optional_string_list("mixed"), Update::Absent);
+        assert_eq!(fields.optional_string_list("text"), Update::Absent);
+        assert_eq!(fields.optional_string_list("empty"), Update::Null);
+        assert_eq!(fields.optional_string_list("missing"), Update::Absent);
+        assert!(fields.contains("empty"));
+
+        let ApiError::Validation(errors) = fields.finish().unwrap_err() else { panic!("expected 422") };
+        let fields: Vec<&str> = errors.iter().map(|(field, _)| field).collect();
+        assert_eq!(fields, ["mixed", "text"]);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`events`]: the outbox, event delivery, dispatch and resync;
 //! - [`revocation`]: refusing revoked user tokens outside profiles;
 //! - [`platform`]: health, events and dispatch for a component without an API yet;
+//! - [`query`]: query strings and paging parameters;
 //! - [`text`]: normalised keys and limits for what users type;
 //! - [`ids`], [`time`]: identifiers and timestamps as the application stores them;
 //! - [`telemetry`]: the request log line and its counters.
@@ -28,6 +29,7 @@ pub mod json;
 pub mod kv;
 pub mod password;
 pub mod platform;
+pub mod query;
 pub mod revocation;
 pub mod service;
 pub mod telemetry;

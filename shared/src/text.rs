@@ -107,6 +107,57 @@ pub fn image_problem(image: &str) -> Option<String> {
     None
 }
 
+/// The most characters [`slug_base`] keeps.
+pub const SLUG_BASE_MAX: usize = 80;
+
+/// Makes the readable part of a URL slug from a title: accents stripped
+/// (`Crème` gives `creme`), lower-case ASCII letters and digits, every other
+/// run of characters one `-`, at most [`SLUG_BASE_MAX`] characters cut at a
+/// hyphen. A title with no Latin letters or digits gives an empty string.
+pub fn slug_base(title: &str) -> String {
+    let mut slug = String::new();
+    let mut pending_hyphen = false;
+    for c in title.nfkd().filter(|c| !is_combining_mark(*c)) {
+        let replacement = match c {
+            'ß' => "ss",
+            'æ' | 'Æ' => "ae",
+            'œ' | 'Œ' => "oe",
+            'ø' | 'Ø' => "o",
+            'đ' | 'Đ' => "d",
+            'ł' | 'Ł' => "l",
+            'þ' | 'Þ' => "th",
+            _ => "",
+        };
+        let mut push = |text: &str| {
+            if pending_hyphen && !slug.is_empty() {
+                slug.push('-');
+            }
+            pending_hyphen = false;
+            slug.push_str(text);
+        };
+        if c.is_ascii_alphanumeric() {
+            push(&c.to_ascii_lowercase().to_string());
+        } else if !replacement.is_empty() {
+            push(replacement);
+        } else {
+            pending_hyphen = true;
+        }
+    }
+    if slug.len() > SLUG_BASE_MAX {
+        let cut = slug[..=SLUG_BASE_MAX].rfind('-').filter(|&i| i > 0).unwrap_or(SLUG_BASE_MAX);
+        slug.truncate(cut);
+    }
+    slug
+}
+
+/// Checks whether `text` has the shape every slug has: lower-case ASCII
+/// letters and digits in runs joined by single hyphens.
+pub fn is_slug(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 100
+        && text.split('-').all(|run| !run.is_empty() && run.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +214,40 @@ mod tests {
         assert!(password_problem("short").is_some());
         assert_eq!(password_problem("long enough"), None);
         assert!(password_problem(&"p".repeat(129)).is_some());
+    }
+
+    #[test]
+    fn slug_bases_are_url_safe() {
+        assert_eq!(slug_base("How to Train Your Dragon"), "how-to-train-your-dragon");
+        assert_eq!(slug_base("  Crème Brûlée!! "), "creme-brulee");
+        assert_eq!(slug_base("Straße & Smørrebrød"), "strasse-smorrebrod");
+        assert_eq!(slug_base("C++ in 2026: what's new?"), "c-in-2026-what-s-new");
+        assert_eq!(slug_base("你好"), "");
+        assert_eq!(slug_base("!!!"), "");
+        assert_eq!(slug_base("ｆｕｌｌ width"), "full-width");
+        for title in ["How to Train Your Dragon", "Crème Brûlée", "C++ in 2026"] {
+            assert!(is_slug(&slug_base(title)), "{title}");
+        }
+    }
+
+    #[test]
+    fn long_slug_bases_are_cut_at_a_hyphen() {
+        let title = "word ".repeat(40);
+
+        let slug = slug_base(&title);
+
+        assert!(slug.len() <= SLUG_BASE_MAX, "{}", slug.len());
+        assert!(slug.ends_with("word"), "{slug}");
+        assert!(is_slug(&slug));
+        assert_eq!(slug_base(&"x".repeat(200)).len(), SLUG_BASE_MAX);
+    }
+
+    #[test]
+    fn slug_shape() {
+        assert!(is_slug("a-b-1"));
+        assert!(!is_slug("a--b"));
+        assert!(!is_slug("-a"));
+        assert!(!is_slug("A"));
+        assert!(!is_slug(""));
     }
 }

@@ -128,6 +128,7 @@ fn up(args: &[String]) -> Result<()> {
     build()?;
     ensure_mariadb()?;
     ensure_local_secrets()?;
+    ensure_public_key()?;
     run(Command::new(admin_binary()).arg("migrate"))?;
     let user_args: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
     let flag_given = |flags: &[&str]| {
@@ -265,6 +266,41 @@ fn ensure_local_secrets() -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     eprintln!("xtask: wrote missing local secrets to .env");
+    Ok(())
+}
+
+/// The variable that must hold the public half of `SPIN_VARIABLE_USER_TOKEN_KEY`.
+const PUBLIC_KEY_VARIABLE: &str = "SPIN_VARIABLE_USER_TOKEN_PUBLIC_KEY";
+
+/// Makes `.env` carry the public key of the user-token key (derived by
+/// `conduit-admin public-key`), replacing a value that no longer matches,
+/// so components that verify tokens always get the key's real public half.
+fn ensure_public_key() -> Result<()> {
+    let output = Command::new(admin_binary())
+        .arg("public-key")
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run conduit-admin public-key: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("conduit-admin public-key failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    let public = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if let Ok(value) = std::env::var(PUBLIC_KEY_VARIABLE) {
+        if value == public {
+            return Ok(());
+        }
+        return Err(format!("{PUBLIC_KEY_VARIABLE} in the environment does not match SPIN_VARIABLE_USER_TOKEN_KEY; unset it or set it to {public}"));
+    }
+    let path = root().join(".env");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read .env: {e}"))?;
+    let line = format!("{PUBLIC_KEY_VARIABLE}={public}");
+    if text.lines().any(|l| l.trim() == line) {
+        return Ok(());
+    }
+    let mut kept: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with(&format!("{PUBLIC_KEY_VARIABLE}="))).collect();
+    kept.push(&line);
+    std::fs::write(&path, kept.join("\n") + "\n").map_err(|e| format!("cannot write .env: {e}"))?;
+    eprintln!("xtask: wrote {PUBLIC_KEY_VARIABLE} (the public half of the user-token key) to .env");
     Ok(())
 }
 

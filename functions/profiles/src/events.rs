@@ -62,10 +62,12 @@ pub async fn snapshots(db: &impl Statements, query: &ResyncQuery) -> Result<Opti
                 "SELECT {}, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
                  FROM users u
                  LEFT JOIN event_versions v ON v.aggregate_type = 'user' AND v.aggregate_id = u.id
-                 WHERE u.id > ? ORDER BY u.id LIMIT ?",
-                crate::store::USER_COLUMNS
+                 WHERE {} ORDER BY u.id LIMIT ?",
+                crate::store::USER_COLUMNS,
+                if query.id.is_some() { "u.id = ?" } else { "u.id > ?" }
             );
-            let rows = db.query(&statement, params![&query.after, query.limit]).await?;
+            let from = query.id.as_deref().unwrap_or(&query.after);
+            let rows = db.query(&statement, params![from, query.limit]).await?;
             rows.iter()
                 .map(|row| {
                     let user = User::from_row(row)?;
@@ -75,18 +77,18 @@ pub async fn snapshots(db: &impl Statements, query: &ResyncQuery) -> Result<Opti
                 .map(Some)
         }
         FOLLOW => {
-            let (after_follower, after_followee) = query.after.split_once(':').unwrap_or((&query.after, ""));
-            let rows = db
-                .query(
-                    "SELECT f.follower_id, f.followee_id, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
-                     FROM follows f
-                     LEFT JOIN event_versions v
-                       ON v.aggregate_type = 'follow' AND v.aggregate_id = CONCAT(f.follower_id, ':', f.followee_id)
-                     WHERE (f.follower_id, f.followee_id) > (?, ?)
-                     ORDER BY f.follower_id, f.followee_id LIMIT ?",
-                    params![after_follower, after_followee, query.limit],
-                )
-                .await?;
+            let from = query.id.as_deref().unwrap_or(&query.after);
+            let (follower, followee) = from.split_once(':').unwrap_or((from, ""));
+            let statement = format!(
+                "SELECT f.follower_id, f.followee_id, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
+                 FROM follows f
+                 LEFT JOIN event_versions v
+                   ON v.aggregate_type = 'follow' AND v.aggregate_id = CONCAT(f.follower_id, ':', f.followee_id)
+                 WHERE (f.follower_id, f.followee_id) {} (?, ?)
+                 ORDER BY f.follower_id, f.followee_id LIMIT ?",
+                if query.id.is_some() { "=" } else { ">" }
+            );
+            let rows = db.query(&statement, params![follower, followee, query.limit]).await?;
             rows.iter().map(follow_snapshot).collect::<Result<Vec<_>, DbError>>().map(Some)
         }
         _ => Ok(None),

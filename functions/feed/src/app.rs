@@ -1,0 +1,104 @@
+//! The state every route of this component uses: the database, the
+//! key-value store, the outbox and the public key that verifies user
+//! tokens, read from the component's Spin variables. Feed never holds the
+//! signing key, so it cannot issue a token.
+
+use shared::ApiError;
+use shared::auth::{self, Identity, TokenError, TokenSettings};
+use shared::config;
+use shared::db::Db;
+use shared::events::{Event, Outbox};
+use shared::http::Ctx;
+use shared::kv::Kv;
+use shared::service::ServiceKey;
+use spin_sdk::http::HeaderMap;
+
+use crate::cache::Cache;
+use crate::events::{ReadModel, USER_EVENTS};
+use crate::store::Author;
+use crate::view;
+
+pub struct App<'a> {
+    pub ctx: &'a Ctx,
+    pub db: Db,
+    pub kv: Kv,
+    pub outbox: Outbox,
+    pub service: ServiceKey,
+    token_key: auth::VerifyingKey,
+    tokens: TokenSettings,
+}
+
+impl<'a> App<'a> {
+    /// Reads the component's variables. A missing one is a 500 whose log line names it.
+    pub async fn load(ctx: &'a Ctx) -> Result<Self, ApiError> {
+        let db_url = config::required_secret("db_url").await?;
+        let token_key = auth::verifying_key("token_public_key", &config::required("token_public_key").await?)?;
+        let tokens = TokenSettings {
+            issuer: config::required("token_issuer").await?,
+            audience: config::required("token_audience").await?,
+            // Feed verifies tokens and never issues one.
+            lifetime_seconds: 0,
+        };
+        Ok(Self {
+            ctx,
+            db: Db::new(db_url, ctx.stats.clone()),
+            kv: Kv::new(ctx.component, ctx.stats.clone()),
+            outbox: Outbox::load(ctx).await?,
+            service: ServiceKey::load(ctx.component).await?,
+            token_key,
+            tokens,
+        })
+    }
+
+    pub fn cache(&self) -> Cache<'_> {
+        Cache::new(&self.kv)
+    }
+
+    /// Pushes events this request committed to their consumers (see
+    /// `shared::events`); a consumer that is down gets them from dispatch.
+    pub async fn publish(&self, events: &[Event]) {
+        self.outbox.push(self.ctx, &self.db, &self.service, events).await;
+    }
+
+    /// Authenticates the caller of a route that requires a token: 401 without one.
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        self.optional_caller(headers)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))
+    }
+
+    /// Authenticates the caller of a route where a token is optional. A token
+    /// that is sent must be valid and not revoked, so a bad one is a 401 even here.
+    pub async fn optional_caller(&self, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
+        let Some(token) = auth::bearer_token(headers)? else { return Ok(None) };
+        let identity = auth::verify(&self.token_key, &self.tokens, token).map_err(|error| {
+            ApiError::Unauthorized(
+                match error {
+                    TokenError::Expired => "the token has expired",
+                    TokenError::Invalid | TokenError::Incomplete => "the token is invalid",
+                }
+                .into(),
+            )
+        })?;
+        shared::revocation::check(&self.db, &self.kv, &identity).await?;
+        Ok(Some(identity))
+    }
+
+    /// Returns the caller's author block, for routes that write in the
+    /// caller's name. A caller feed has not heard of yet (their profile
+    /// event is still pending, because feed was down when they registered)
+    /// is fetched from profiles first. A user profiles no longer has gets 401.
+    pub async fn caller_author(&self, identity: &Identity) -> Result<Author, ApiError> {
+        if let Some(author) = view::authors(self, &[identity.user_id.as_str()]).await?.remove(&identity.user_id) {
+            return Ok(author);
+        }
+        let model = ReadModel::new(&self.kv);
+        let found = shared::events::fetch_aggregate(self.ctx, &self.db, &self.service, &model, USER_EVENTS, &identity.user_id)
+            .await?;
+        let missing = || ApiError::Unauthorized("the token's user no longer exists".into());
+        if !found {
+            return Err(missing());
+        }
+        view::authors(self, &[identity.user_id.as_str()]).await?.remove(&identity.user_id).ok_or_else(missing)
+    }
+}

@@ -1,0 +1,147 @@
+//! Query strings: `application/x-www-form-urlencoded` pairs, percent-decoded
+//! with `+` read as a space, and the paging parameters list routes share.
+
+use crate::error::ApiError;
+
+/// The parameters of one request's query string. A parameter that appears
+/// twice is rejected when it is read, since which value wins would be a guess.
+#[derive(Debug, Default)]
+pub struct Query {
+    pairs: Vec<(String, String)>,
+}
+
+/// Offsets beyond this are rejected: the database still reads every skipped
+/// row, so a deep offset is a slow query that a client could repeat.
+pub const MAX_OFFSET: u64 = 10_000;
+
+impl Query {
+    /// Parses a query string; 400 when a name or value is not valid
+    /// percent-encoded UTF-8.
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut pairs = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            pairs.push((decode(name)?, decode(value)?));
+        }
+        Ok(Self { pairs })
+    }
+
+    /// Returns the value of `name`, `None` when absent, 422 when repeated.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.pairs.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::invalid(name, "must be given at most once"));
+        }
+        Ok(first)
+    }
+
+    /// Reads `limit`: `default` when absent, an integer of at least 1
+    /// otherwise, lowered to `max` when larger.
+    pub fn limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
+        let Some(text) = self.get("limit")? else { return Ok(default) };
+        match parse_integer(text) {
+            Some(n) if n >= 1 => Ok(n.min(u64::from(max)) as u32),
+            _ => Err(ApiError::invalid("limit", "must be a whole number of at least 1")),
+        }
+    }
+
+    /// Reads `offset`: 0 when absent, an integer from 0 to [`MAX_OFFSET`] otherwise.
+    pub fn offset(&self) -> Result<u64, ApiError> {
+        let Some(text) = self.get("offset")? else { return Ok(0) };
+        match parse_integer(text) {
+            Some(n) if n <= MAX_OFFSET => Ok(n),
+            _ => Err(ApiError::invalid("offset", format!("must be a whole number from 0 to {MAX_OFFSET}"))),
+        }
+    }
+}
+
+/// Parses decimal digits only: no sign, no fraction, no exponent. Values
+/// beyond `u64` read as `u64::MAX`, so a huge limit is capped, not rejected.
+fn parse_integer(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 40 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse().unwrap_or(u64::MAX))
+}
+
+fn decode(text: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::BadRequest("the query string is not valid percent-encoded UTF-8".into());
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3).ok_or_else(bad)?;
+                decoded.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                i += 3;
+            }
+            b'+' => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            byte => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(error: ApiError) -> String {
+        match error {
+            ApiError::Validation(fields) => fields.iter().map(|(field, _)| field.to_string()).collect(),
+            other => panic!("expected a 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn values_are_percent_decoded() {
+        let query = Query::parse(Some("tag=r%C3%A9sum%C3%A9&author=Ann+Lee&empty=&flag")).unwrap();
+
+        assert_eq!(query.get("tag").unwrap(), Some("résumé"));
+        assert_eq!(query.get("author").unwrap(), Some("Ann Lee"));
+        assert_eq!(query.get("empty").unwrap(), Some(""));
+        assert_eq!(query.get("flag").unwrap(), Some(""));
+        assert_eq!(query.get("missing").unwrap(), None);
+        assert!(matches!(Query::parse(Some("tag=%E9")), Err(ApiError::BadRequest(_))));
+        assert!(matches!(Query::parse(Some("tag=%zz")), Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn repeated_parameter_is_rejected() {
+        let query = Query::parse(Some("tag=a&tag=b")).unwrap();
+
+        assert_eq!(field_of(query.get("tag").unwrap_err()), "tag");
+    }
+
+    #[test]
+    fn limit_is_checked_and_capped() {
+        let limit = |text: &str| Query::parse(Some(text)).unwrap().limit(20, 100);
+
+        assert_eq!(limit("").unwrap(), 20);
+        assert_eq!(limit("limit=1").unwrap(), 1);
+        assert_eq!(limit("limit=1000").unwrap(), 100);
+        assert_eq!(limit("limit=99999999999999999999999").unwrap(), 100);
+        for bad in ["limit=0", "limit=-1", "limit=1.5", "limit=abc", "limit=", "limit=1e3"] {
+            assert_eq!(field_of(limit(bad).unwrap_err()), "limit", "{bad}");
+        }
+    }
+
+    #[test]
+    fn offset_is_bounded() {
+        let offset = |text: &str| Query::parse(Some(text)).unwrap().offset();
+
+        assert_eq!(offset("").unwrap(), 0);
+        assert_eq!(offset("offset=10000").unwrap(), 10_000);
+        for bad in ["offset=10001", "offset=-1", "offset=x"] {
+            assert_eq!(field_of(offset(bad).unwrap_err()), "offset", "{bad}");
+        }
+    }
+}
