@@ -66,7 +66,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   test [-- ARGS]   build, start MariaDB and Redis if needed, migrate fresh test
                    schemas, run every test
   bench            build, then print the host's start-up time and request latency,
-                   and the profiles routes' latency and statement counts";
+                   the profiles and feed routes' latency and statement counts,
+                   and the feed cache's hit ratio";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
@@ -222,7 +223,8 @@ fn bench() -> Result<()> {
         .args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p])))?;
     run(&mut Command::new(root().join("target/release/examples/bench_host")))?;
     run(&mut Command::new(root().join("target/release/examples/bench_profiles")))?;
-    run(&mut Command::new(root().join("target/release/examples/bench_events")))
+    run(&mut Command::new(root().join("target/release/examples/bench_events")))?;
+    run(&mut Command::new(root().join("target/release/examples/bench_feed")))
 }
 
 /// Reads `NAME=value` lines; `#` starts a comment line.

@@ -1,7 +1,7 @@
 //! Cache-aside in the component's key-value store, for data that is the same
-//! for every viewer: articles (full and as list summaries), author blocks,
-//! the first page of the global list, each user's first feed page, and the
-//! tag list.
+//! for every viewer: articles by slug, author blocks, the first page of the
+//! global list, the article ids of each user's first feed page, and the tag
+//! list.
 //!
 //! Each cached value lives under a key that ends in the current *version
 //! token* of what it depends on (`ver:<name>`, a random string). A write
@@ -33,8 +33,11 @@ pub enum Dependency<'a> {
     Article(&'a str),
     /// One user's author block.
     Author(&'a str),
-    /// Which articles exist and in what order (creation, deletion, slug change).
+    /// Which articles exist, in creation order: changed by a creation or deletion.
     ArticleSet,
+    /// What any list item shows: changed by every write to an article,
+    /// its favourites included (author blocks are cached on their own).
+    ListContent,
     /// Whom one user follows.
     Follows(&'a str),
     /// The tags in use.
@@ -47,6 +50,7 @@ impl Dependency<'_> {
             Self::Article(slug) => format!("ver:article:{slug}"),
             Self::Author(id) => format!("ver:author:{id}"),
             Self::ArticleSet => "ver:articles".into(),
+            Self::ListContent => "ver:list-content".into(),
             Self::Follows(id) => format!("ver:follows:{id}"),
             Self::Tags => "ver:tags".into(),
         }

@@ -104,6 +104,7 @@ impl Projection for ReadModel<'_> {
                     self.cache.invalidate(Dependency::Article(slug)).await;
                 }
                 self.cache.invalidate(Dependency::ArticleSet).await;
+                self.cache.invalidate(Dependency::ListContent).await;
                 self.cache.invalidate(Dependency::Tags).await;
                 self.cache.invalidate(Dependency::Follows(&event.aggregate_id)).await;
             }

@@ -80,13 +80,12 @@ fn author_from_row(row: &Row) -> Result<Author, DbError> {
 
 // ---- articles ----
 
-pub async fn article_by_slug(db: &impl Statements, slug: &str) -> Result<Option<(Article, Author)>, DbError> {
-    let statement = format!(
-        "SELECT {SUMMARY_COLUMNS}, a.body, {AUTHOR_COLUMNS}
-         FROM articles a JOIN authors u ON u.id = a.author_id WHERE a.slug = ?"
-    );
+/// Reads an article with its body. The author block is read on its own,
+/// through its cache entry.
+pub async fn article_by_slug(db: &impl Statements, slug: &str) -> Result<Option<Article>, DbError> {
+    let statement = format!("SELECT {SUMMARY_COLUMNS}, a.body FROM articles a WHERE a.slug = ?");
     let row = db.query_one(&statement, params![slug]).await?;
-    row.map(|row| Ok((article_from_row(&row, true)?, author_from_row(&row)?))).transpose()
+    row.map(|row| article_from_row(&row, true)).transpose()
 }
 
 /// Locks an article's row for a write and returns it with its body.
@@ -109,6 +108,43 @@ pub async fn summaries_by_slug(db: &impl Statements, slugs: &[String]) -> Result
     );
     let rows = db.query(&statement, slugs.iter().map(|s| Param::from(s.as_str())).collect()).await?;
     rows.iter().map(|row| Ok((article_from_row(row, false)?, author_from_row(row)?))).collect()
+}
+
+/// A list item read for one viewer: the summary, its author and the viewer's flags.
+pub struct ViewedArticle {
+    pub article: Article,
+    pub author: Author,
+    pub favorited: bool,
+    pub following: bool,
+}
+
+/// Reads the summaries of the articles with these ids, with their authors
+/// and `viewer_id`'s flags, in no particular order. One statement, whatever
+/// the number of ids.
+pub async fn viewed_by_id(db: &impl Statements, viewer_id: &str, ids: &[String]) -> Result<Vec<ViewedArticle>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = format!(
+        "SELECT {SUMMARY_COLUMNS}, {AUTHOR_COLUMNS},
+                EXISTS(SELECT 1 FROM favorites f WHERE f.user_id = ? AND f.article_id = a.id) AS favorited,
+                EXISTS(SELECT 1 FROM follows w WHERE w.follower_id = ? AND w.followee_id = a.author_id) AS following
+         FROM articles a JOIN authors u ON u.id = a.author_id WHERE a.id IN ({})",
+        in_list(ids.len())
+    );
+    let mut values = params![viewer_id, viewer_id];
+    values.extend(ids.iter().map(|id| Param::from(id.as_str())));
+    let rows = db.query(&statement, values).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ViewedArticle {
+                article: article_from_row(row, false)?,
+                author: author_from_row(row)?,
+                favorited: row.get("favorited")?,
+                following: row.get("following")?,
+            })
+        })
+        .collect()
 }
 
 /// Which articles a list shows: all, or those matching the filters. The

@@ -80,49 +80,6 @@ pub async fn authors(app: &App<'_>, ids: &[&str]) -> Result<HashMap<String, Auth
     Ok(found)
 }
 
-/// Caches author blocks just read from the database, so the next read of
-/// the same article needs no statement.
-pub async fn remember_authors(app: &App<'_>, authors: &[&Author]) {
-    let cache = app.cache();
-    let writes = authors.iter().map(|author| {
-        let cache = &cache;
-        async move {
-            let key = cache.key(&format!("author:{}", author.id), &[Dependency::Author(&author.id)]).await;
-            cache.put(key.as_deref(), *author).await;
-        }
-    });
-    join_all(writes).await;
-}
-
-/// Reads article summaries by slug, in the order given: each from the
-/// cache, the misses from the database in one statement (then cached).
-/// Slugs of articles deleted since the list was cached are skipped.
-pub async fn summaries(app: &App<'_>, slugs: &[String]) -> Result<Vec<Article>, ApiError> {
-    let cache = app.cache();
-    let cache_ref = &cache;
-    let lookups = slugs.iter().map(|slug| async move {
-        let cache = cache_ref;
-        let key = cache.key(&format!("summary:{slug}"), &[Dependency::Article(slug)]).await;
-        let cached: Option<Article> = cache.get(key.as_deref()).await;
-        (slug, key, cached)
-    });
-    let results = join_all(lookups).await;
-    let missing: Vec<String> = results.iter().filter(|(_, _, c)| c.is_none()).map(|(s, _, _)| (*s).clone()).collect();
-    let loaded = store::summaries_by_slug(&app.db, &missing).await?;
-    let writes = loaded.iter().filter_map(|(article, _)| {
-        let (_, key, _) = results.iter().find(|(slug, _, _)| **slug == article.slug)?;
-        Some(cache.put(key.as_deref(), article))
-    });
-    join_all(writes).await;
-
-    let mut articles = Vec::with_capacity(slugs.len());
-    for (slug, _, cached) in results {
-        let article = cached.or_else(|| loaded.iter().find(|(a, _)| a.slug == *slug).map(|(a, _)| a.clone()));
-        articles.extend(article);
-    }
-    Ok(articles)
-}
-
 /// Reads the viewer's flags for these articles and their authors; nothing
 /// for an anonymous viewer.
 pub async fn flags(app: &App<'_>, viewer: Option<&Identity>, articles: &[&Article]) -> Result<ViewerFlags, ApiError> {

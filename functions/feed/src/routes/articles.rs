@@ -187,9 +187,8 @@ pub async fn get(app: &App<'_>, request: Request, slug: &str) -> Result<Response
     let article = match cache.get::<Article>(key.as_deref()).await {
         Some(article) => article,
         None => {
-            let (article, author) = store::article_by_slug(&app.db, slug).await?.ok_or_else(not_found)?;
+            let article = store::article_by_slug(&app.db, slug).await?.ok_or_else(not_found)?;
             cache.put(key.as_deref(), &article).await;
-            view::remember_authors(app, &[&author]).await;
             article
         }
     };
@@ -237,6 +236,7 @@ pub async fn create(app: &App<'_>, request: Request) -> Result<Response, ApiErro
 
     let cache = app.cache();
     cache.invalidate(Dependency::ArticleSet).await;
+    cache.invalidate(Dependency::ListContent).await;
     if !tags.is_empty() {
         cache.invalidate(Dependency::Tags).await;
     }
@@ -312,8 +312,8 @@ pub async fn update(app: &App<'_>, request: Request, slug: &str) -> Result<Respo
     cache.invalidate(Dependency::Article(&before.slug)).await;
     if after.slug != before.slug {
         cache.invalidate(Dependency::Article(&after.slug)).await;
-        cache.invalidate(Dependency::ArticleSet).await;
     }
+    cache.invalidate(Dependency::ListContent).await;
     if after.tag_list != before.tag_list {
         cache.invalidate(Dependency::Tags).await;
     }
@@ -340,6 +340,7 @@ pub async fn delete(app: &App<'_>, request: Request, slug: &str) -> Result<Respo
     let cache = app.cache();
     cache.invalidate(Dependency::Article(&article.slug)).await;
     cache.invalidate(Dependency::ArticleSet).await;
+    cache.invalidate(Dependency::ListContent).await;
     if !article.tag_list.is_empty() {
         cache.invalidate(Dependency::Tags).await;
     }

@@ -45,7 +45,9 @@ async fn set_favorite(app: &App<'_>, request: Request, slug: &str, favorited: bo
         .await?;
 
     if let Some(event) = event {
-        app.cache().invalidate(Dependency::Article(&article.slug)).await;
+        let cache = app.cache();
+        cache.invalidate(Dependency::Article(&article.slug)).await;
+        cache.invalidate(Dependency::ListContent).await;
         app.publish(&[event]).await;
         article.favorites_count = if favorited { article.favorites_count + 1 } else { article.favorites_count.saturating_sub(1) };
     }
