@@ -31,7 +31,7 @@ const ARTICLE_FIELDS: [&str; 10] =
 const AUTHOR_FIELDS: [&str; 4] = ["username", "bio", "image", "following"];
 
 /// Locks the mutex that serialises the tests which switch a component off,
-/// call a dispatch route or count statements. Each holds it for its whole run.
+/// call a dispatch route or count statements. Each keeps it for its whole run.
 async fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::const_new(());
     LOCK.lock().await

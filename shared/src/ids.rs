@@ -87,7 +87,7 @@ mod tests {
     }
 
     #[test]
-    fn small_ids_are_time_ordered_and_safe_in_javascript() {
+    fn small_ids_ordered_below_2_pow_53() {
         let first = small_id_at(1_764_892_800_000);
         let next_millisecond = small_id_at(1_764_892_800_001);
         let in_2090 = small_id_at(3_786_825_600_000);

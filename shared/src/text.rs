@@ -107,7 +107,7 @@ pub fn image_problem(image: &str) -> Option<String> {
     None
 }
 
-/// The most characters [`slug_base`] keeps.
+/// The maximum length of a [`slug_base`], in characters.
 pub const SLUG_BASE_MAX: usize = 80;
 
 /// Makes the readable part of a URL slug from a title: accents stripped

@@ -1,8 +1,9 @@
 //! Measures the feed component through the local host against MariaDB and
-//! the SQLite key-value store: latency of `GET /api/articles/:slug` on a
-//! cache miss and on a hit, the cache hit ratio of article reads while
-//! concurrent clients also favourite articles, and the statements and
-//! key-value calls each list route runs, from the component's log lines.
+//! the SQLite key-value store. It prints the latency of
+//! `GET /api/articles/:slug` on a cache miss and on a hit, and the cache hit
+//! ratio of article reads while concurrent clients also favourite articles.
+//! It also prints the statements and key-value calls of each list route,
+//! from the component's log lines.
 //! Prints medians and p99s from one run; compare figures only within a run.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! The state every route of this component uses: the database, the
 //! key-value store, the outbox and the public key that verifies user
-//! tokens, read from the component's Spin variables. Feed never holds the
+//! tokens, read from the component's Spin variables. Feed never gets the
 //! signing key, so it cannot issue a token.
 
 use shared::ApiError;

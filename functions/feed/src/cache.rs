@@ -7,10 +7,10 @@
 //! token* of what it depends on (`ver:<name>`, a random string). A write
 //! that changes the value replaces the token after its commit, so later
 //! readers look up a new key and the old entry is never read again. A reader
-//! that finds no token writes a fresh one *before* reading the database:
-//! either its token is replaced by a later writer, or its database read
-//! comes after that writer's commit, so no stale value can stay under a
-//! current token. Values and tokens carry their own expiry (the store has
+//! that finds no token writes a fresh one *before* reading the database.
+//! Then either a later writer replaces its token, or its database read comes
+//! after that writer's commit, so no stale value can stay under a current
+//! token. Values and tokens carry their own expiry (the store has
 //! none), and in production the store's LRU policy evicts old entries.
 //!
 //! Every store error reads as a miss and skips caching, so a store outage
@@ -33,10 +33,10 @@ pub enum Dependency<'a> {
     Article(&'a str),
     /// One user's author block.
     Author(&'a str),
-    /// Which articles exist, in creation order: changed by a creation or deletion.
+    /// The set of articles and their creation order, changed by a creation or deletion.
     ArticleSet,
-    /// What any list item shows: changed by every write to an article,
-    /// its favourites included (author blocks are cached on their own).
+    /// The content of every list item, changed by every write to an article,
+    /// its favourites included. Author blocks are cached on their own.
     ListContent,
     /// Whom one user follows.
     Follows(&'a str),

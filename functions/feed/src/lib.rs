@@ -40,7 +40,7 @@ enum Route {
 }
 
 /// Maps a method and path onto a route. Returns the route's pattern for the
-/// log line (never the path, which holds slugs) next to the route: 404 for
+/// log line (never the path, which contains slugs) next to the route: 404 for
 /// an unknown path, 405 with `Allow` for a known path and another method.
 fn resolve(method: &Method, path: &str) -> (&'static str, Result<Route, ApiError>) {
     const UNMATCHED: &str = "unmatched";

@@ -27,7 +27,7 @@ pub struct Article {
     pub updated_at: i64,
 }
 
-/// What an author block shows of a user, from profiles' user events.
+/// A user's author block, from profiles' user events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Author {
     pub id: String,
@@ -147,8 +147,8 @@ pub async fn viewed_by_id(db: &impl Statements, viewer_id: &str, ids: &[String])
         .collect()
 }
 
-/// Which articles a list shows: all, or those matching the filters. The
-/// usernames are normalised keys; `followed_by` is a user id.
+/// The filters of a list: none for every article. The usernames are
+/// normalised keys, and `followed_by` is a user id.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
     pub tag: Option<String>,
@@ -162,7 +162,7 @@ impl Filter {
         self.tag.is_none() && self.author_key.is_none() && self.favorited_by_key.is_none() && self.followed_by.is_none()
     }
 
-    /// The joins and conditions of the filter, with their parameters.
+    /// Builds the joins and conditions of the filter, with their parameters.
     fn clauses(&self) -> (String, Vec<Param>) {
         let mut sql = String::new();
         let mut values = Vec::new();
@@ -271,8 +271,8 @@ pub async fn delete_article(db: &impl Statements, article_id: &str) -> Result<()
 
 // ---- per-viewer flags ----
 
-/// What one viewer's flags are on one page: the articles they favourited
-/// and the authors they follow, out of those given.
+/// One viewer's flags on one page: the articles they favourited and the
+/// authors they follow, out of those given.
 #[derive(Debug, Default)]
 pub struct ViewerFlags {
     pub favorited: HashSet<String>,
@@ -419,7 +419,7 @@ pub async fn set_favorite(db: &impl Statements, user_id: &str, article_id: &str,
 
 // ---- comments ----
 
-/// The most comments one article shows, newest first.
+/// The maximum number of comments one article shows, newest first.
 pub const COMMENTS_MAX: u32 = 500;
 
 /// Reads an article's id and its comments, newest first, with their
@@ -481,7 +481,7 @@ pub async fn delete_comment(db: &impl Statements, comment_id: u64) -> Result<(),
 
 // ---- tags ----
 
-/// The most tags `GET /api/tags` returns.
+/// The maximum number of tags `GET /api/tags` returns.
 pub const TAGS_MAX: u32 = 100;
 
 /// Lists the tags in use, most used first, then alphabetically.

@@ -13,7 +13,7 @@ use crate::app::App;
 use crate::cache::Dependency;
 use crate::store::{self, Article, Author, ViewerFlags};
 
-/// The RealWorld profile block of an author.
+/// Renders an author as the RealWorld profile block.
 pub fn profile_json(author: &Author, following: bool) -> Value {
     json!({
         "username": author.username,
@@ -23,8 +23,8 @@ pub fn profile_json(author: &Author, following: bool) -> Value {
     })
 }
 
-/// The RealWorld article object; `body` only when the article carries one
-/// (list items leave it out, as the contract's list schema does).
+/// Renders the RealWorld article object. It has `body` only when the article
+/// carries one, because list items leave it out as the contract's list schema does.
 pub fn article_json(article: &Article, author: &Author, favorited: bool, following: bool) -> Value {
     let mut value = json!({
         "slug": article.slug,
@@ -49,6 +49,7 @@ pub async fn authors(app: &App<'_>, ids: &[&str]) -> Result<HashMap<String, Auth
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
+
     let cache = app.cache();
     let cache = &cache;
     let lookups = ids.iter().map(|id| async move {
@@ -69,6 +70,7 @@ pub async fn authors(app: &App<'_>, ids: &[&str]) -> Result<HashMap<String, Auth
     if missing.is_empty() {
         return Ok(found);
     }
+
     let missing_ids: Vec<&str> = missing.iter().map(|(id, _)| *id).collect();
     let loaded = store::authors_by_id(&app.db, &missing_ids).await?;
     let writes = loaded.iter().filter_map(|author| {

@@ -1,6 +1,6 @@
--- Feed: articles, their tags, comments and favourites; the authors and
--- follows it keeps from profiles' events; and the outbox through which it
--- publishes comment and favourite events.
+-- Feed: articles with their tags, comments and favourites. It also keeps
+-- authors and follows from profiles' events, and has an outbox for the
+-- comment and favourite events it publishes.
 --
 -- Times are BIGINT microseconds since the Unix epoch (UTC). Article ids are
 -- UUIDv7 strings, comment ids integers below 2^53, both made by the
@@ -39,7 +39,7 @@ CREATE TABLE articles (
   description VARCHAR(1000) NOT NULL,
   body MEDIUMTEXT NOT NULL,
   -- The tags as the article shows them, a JSON array of strings in the
-  -- author's order; article_tags holds the same tags for filtering.
+  -- author's order. article_tags has the same tags, for filtering.
   tag_list TEXT NOT NULL,
   favorites_count INT UNSIGNED NOT NULL DEFAULT 0,
   created_at BIGINT NOT NULL,

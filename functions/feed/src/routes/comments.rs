@@ -18,7 +18,7 @@ use crate::routes::articles::not_found;
 use crate::store::{self, Author, Comment};
 use crate::view;
 
-/// The longest comment, in characters.
+/// The maximum length of a comment, in characters.
 pub const BODY_MAX: usize = 10_000;
 /// How many ids a new comment tries before giving up (they collide only
 /// within one millisecond, one time in 4096).
