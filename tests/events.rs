@@ -7,15 +7,12 @@
 //! `conduit_test_consumer` schemas. The tests share those schemas and one of
 //! them empties the consumer's tables, so they run one at a time.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use conduit_tests::{Host, Reply, admin_db, events_options, test_env_value, workspace_root};
+use conduit_tests::{Host, Reply, TestUser, admin_db, dispatch, events_options, log_in, register_user};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
-
-const PASSWORD: &str = "correct horse battery";
 
 /// Held by every test for its whole run.
 async fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -23,52 +20,19 @@ async fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-fn name(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}{:x}{}", nanos % 0xff_ffff, NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A registered user: id, username and the token registration returned.
-struct User {
-    id: String,
-    username: String,
-    token: String,
-}
+type User = TestUser;
 
 async fn register(host: &Host, prefix: &str) -> User {
-    let username = name(prefix);
-    let email = format!("{}@example.test", username.to_lowercase());
-    let body = json!({"user": {"username": username, "email": email, "password": PASSWORD}});
-    let reply = host.send_json("POST", "/api/users", None, &body).await;
-    assert_eq!(reply.status, 201, "{}", reply.text());
-    let token = reply.json()["user"]["token"].as_str().unwrap().to_string();
-    User { id: subject_of(&token), username, token }
+    register_user(host, prefix).await
 }
 
 async fn login(host: &Host, user: &User) -> String {
-    let email = format!("{}@example.test", user.username.to_lowercase());
-    let reply = host.send_json("POST", "/api/users/login", None, &json!({"user": {"email": email, "password": PASSWORD}})).await;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()["user"]["token"].as_str().unwrap().to_string()
-}
-
-fn subject_of(token: &str) -> String {
-    use jwt_simple::prelude::*;
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(&Base64UrlSafeNoPadding::decode_to_vec(payload, None).unwrap()).unwrap();
-    claims["sub"].as_str().unwrap().to_string()
+    log_in(host, user).await
 }
 
 async fn follow(host: &Host, follower: &User, followee: &User, method: &str) {
     let reply = host.send(method, &format!("/api/profiles/{}/follow", followee.username), Some(&follower.token)).await;
     assert_eq!(reply.status, 200, "{method} follow: {}", reply.text());
-}
-
-async fn dispatch(host: &Host, component: &str) -> Reply {
-    let token = test_env_value("SPIN_VARIABLE_SCHEDULER_TOKEN");
-    let authorization = format!("Bearer {token}");
-    host.request("POST", &format!("/ops/{component}/dispatch"), &[("authorization", &authorization)], "").await
 }
 
 /// Dispatches profiles' outbox once and returns how many deliveries it made.
@@ -464,14 +428,7 @@ async fn set_roles(host: &Host, token: &str, username: &str, roles: Value) -> Re
 }
 
 fn grant_admin(user_id: &str) -> std::process::Output {
-    let output = std::process::Command::new(workspace_root().join("target/release/conduit-admin"))
-        .current_dir(workspace_root())
-        .env("SPIN_VARIABLE_DATABASE_PREFIX", test_env_value("SPIN_VARIABLE_DATABASE_PREFIX"))
-        .args(["grant-admin", "--user-id", user_id, "--manifest", "tests/fixture/events.toml"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    output
+    conduit_tests::grant_admin(user_id, "tests/fixture/events.toml")
 }
 
 #[tokio::test]

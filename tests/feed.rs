@@ -11,15 +11,15 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use conduit_tests::{Host, Reply, admin_db, app_options, scratch_dir, test_env_value, with_and_without_reuse, workspace_root};
+use conduit_tests::{
+    Host, Reply, TestUser, admin_db, app_options, dispatch, grant_admin, log_in, register_user, scratch_dir, unique_name,
+    with_and_without_reuse,
+};
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
-
-const PASSWORD: &str = "correct horse battery";
 
 /// The feed component's schema under the test prefix of `tests/test.env`.
 const FEED_SCHEMA: &str = "conduit_test_feed";
@@ -37,54 +37,21 @@ async fn one_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// Makes a username no other test (or earlier run) uses, starting with `prefix`.
-fn name(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{prefix}{:x}{}", nanos % 0xff_ffff, NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
 /// Makes a lower-case word of ASCII letters and digits that no other test uses, for titles and tags.
 fn word(prefix: &str) -> String {
-    name(prefix).to_lowercase()
+    unique_name(prefix).to_lowercase()
 }
 
 // ---- users, through profiles ----
 
-/// A registered user: id, username and the token registration returned.
-struct User {
-    id: String,
-    username: String,
-    token: String,
-}
-
-fn email_of(username: &str) -> String {
-    format!("{}@example.test", username.to_lowercase())
-}
+type User = TestUser;
 
 async fn register(host: &Host, prefix: &str) -> User {
-    let username = name(prefix);
-    let body = json!({"user": {"username": username, "email": email_of(&username), "password": PASSWORD}});
-    let reply = host.send_json("POST", "/api/users", None, &body).await;
-    assert_eq!(reply.status, 201, "registration failed: {}", reply.text());
-    let token = reply.json()["user"]["token"].as_str().expect("the reply carries a token").to_string();
-    User { id: subject_of(&token), username, token }
+    register_user(host, prefix).await
 }
 
-/// Logs the user in again and returns the new token.
 async fn login(host: &Host, user: &User) -> String {
-    let body = json!({"user": {"email": email_of(&user.username), "password": PASSWORD}});
-    let reply = host.send_json("POST", "/api/users/login", None, &body).await;
-    assert_eq!(reply.status, 200, "login failed: {}", reply.text());
-    reply.json()["user"]["token"].as_str().expect("the reply carries a token").to_string()
-}
-
-/// Reads the `sub` claim (the user id) of a token without verifying it.
-fn subject_of(token: &str) -> String {
-    use jwt_simple::prelude::*;
-    let payload = token.split('.').nth(1).expect("a token has three parts");
-    let claims: Value = serde_json::from_slice(&Base64UrlSafeNoPadding::decode_to_vec(payload, None).unwrap()).unwrap();
-    claims["sub"].as_str().expect("the token has a subject").to_string()
+    log_in(host, user).await
 }
 
 async fn update_user(host: &Host, token: &str, user: Value) -> Reply {
@@ -99,24 +66,6 @@ async fn follow(host: &Host, follower: &User, followee: &User) {
 async fn unfollow(host: &Host, follower: &User, followee: &User) {
     let reply = host.send("DELETE", &format!("/api/profiles/{}/follow", followee.username), Some(&follower.token)).await;
     assert_eq!(reply.status, 200, "unfollow failed: {}", reply.text());
-}
-
-/// Gives the user the admin role with `conduit-admin grant-admin`. The user
-/// must log in again for a token that carries the role.
-fn grant_admin(user_id: &str) {
-    let output = std::process::Command::new(workspace_root().join("target/release/conduit-admin"))
-        .current_dir(workspace_root())
-        .env("SPIN_VARIABLE_DATABASE_PREFIX", test_env_value("SPIN_VARIABLE_DATABASE_PREFIX"))
-        .args(["grant-admin", "--user-id", user_id, "--manifest", "spin.toml"])
-        .output()
-        .expect("target/release/conduit-admin runs");
-    assert!(output.status.success(), "grant-admin failed: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// Calls `POST /ops/<component>/dispatch` with the scheduler token.
-async fn dispatch(host: &Host, component: &str) -> Reply {
-    let authorization = format!("Bearer {}", test_env_value("SPIN_VARIABLE_SCHEDULER_TOKEN"));
-    host.request("POST", &format!("/ops/{component}/dispatch"), &[("authorization", &authorization)], "").await
 }
 
 // ---- one helper per feed endpoint ----
@@ -767,7 +716,7 @@ async fn admin_deletes_any_article_and_comment() {
     let comment_id = comment_id_of(&add_comment(&host, &slug, &bob.token, "Spam").await);
     let before_grant = delete_article(&host, &slug, &cy.token).await;
 
-    grant_admin(&cy.id);
+    grant_admin(&cy.id, "spin.toml");
     let dispatched = dispatch(&host, "profiles").await;
     let admin_token = login(&host, &cy).await;
     let admin_update = update_article(&host, &slug, &admin_token, json!({"title": "Edited by an admin"})).await;
@@ -1302,8 +1251,8 @@ async fn list_filters_by_tag_author_favorited() {
         (format!("author={}", shelf.author.username.to_uppercase()), vec![third.clone(), second.clone(), first.clone()]),
         (format!("favorited={}", shelf.reader.username), vec![third.clone(), first.clone()]),
         (format!("favorited={}", shelf.reader.username.to_uppercase()), vec![third, first]),
-        (format!("author={}", name("nobody")), vec![]),
-        (format!("favorited={}", name("nobody")), vec![]),
+        (format!("author={}", unique_name("nobody")), vec![]),
+        (format!("favorited={}", unique_name("nobody")), vec![]),
     ];
 
     for (query, expected) in cases {
@@ -1497,7 +1446,7 @@ async fn username_change_reaches_articles() {
     let ann = register(&host, "ann").await;
     let slug = slug_of(&publish(&host, &ann, &format!("Renamed {}", word("un")), &[]).await);
     assert_eq!(get_article(&host, &slug, None).await.status, 200);
-    let new_name = name("renamed");
+    let new_name = unique_name("renamed");
 
     let updated = update_user(&host, &ann.token, json!({"username": new_name})).await;
     let article = get_article(&host, &slug, None).await;

@@ -186,6 +186,20 @@ pub fn verify(key: &Ed25519PublicKey, settings: &TokenSettings, token: &str) -> 
     Ok(Identity { user_id, token_version: claims.custom.ver, roles: claims.custom.roles })
 }
 
+/// Verifies a token sent with a request, as [`verify`] does, with the 401
+/// the client gets for each reason.
+pub fn verify_request_token(key: &Ed25519PublicKey, settings: &TokenSettings, token: &str) -> Result<Identity, ApiError> {
+    verify(key, settings, token).map_err(|error| {
+        ApiError::Unauthorized(
+            match error {
+                TokenError::Expired => "the token has expired",
+                TokenError::Invalid | TokenError::Incomplete => "the token is invalid",
+            }
+            .into(),
+        )
+    })
+}
+
 /// Extracts the token of the request's `Authorization` header: `Token <jwt>`
 /// (the RealWorld form) or `Bearer <jwt>`. Returns `Ok(None)` without the
 /// header, and 401 when it is malformed or repeated.

@@ -194,21 +194,33 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
 }
 
 fn percent_decode(segment: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::BadRequest("the path is not valid percent-encoded UTF-8".into());
-    let bytes = segment.as_bytes();
+    decode_percent(segment, false)
+        .ok_or_else(|| ApiError::BadRequest("the path is not valid percent-encoded UTF-8".into()))
+}
+
+/// Decodes `%XX` escapes, and `+` as a space when `plus_is_space` (query
+/// strings); `None` for a broken escape or bytes that are not UTF-8.
+pub(crate) fn decode_percent(text: &str, plus_is_space: bool) -> Option<String> {
+    let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3).ok_or_else(bad)?;
-            decoded.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            decoded.push(bytes[i]);
-            i += 1;
+        match bytes[i] {
+            b'%' => {
+                decoded.push(u8::from_str_radix(text.get(i + 1..i + 3)?, 16).ok()?);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            byte => {
+                decoded.push(byte);
+                i += 1;
+            }
         }
     }
-    String::from_utf8(decoded).map_err(|_| bad())
+    String::from_utf8(decoded).ok()
 }
 
 /// Reads a JSON body of at most `limit` bytes. A body that is not declared

@@ -66,28 +66,8 @@ fn parse_integer(text: &str) -> Option<u64> {
 }
 
 fn decode(text: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::BadRequest("the query string is not valid percent-encoded UTF-8".into());
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = text.get(i + 1..i + 3).ok_or_else(bad)?;
-                decoded.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-                i += 3;
-            }
-            b'+' => {
-                decoded.push(b' ');
-                i += 1;
-            }
-            byte => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(decoded).map_err(|_| bad())
+    crate::http::decode_percent(text, true)
+        .ok_or_else(|| ApiError::BadRequest("the query string is not valid percent-encoded UTF-8".into()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Helpers for the black-box tests: start the real host binary on a free
 //! loopback port with a manifest, send it requests, read its log lines.
 
+mod accounts;
+
+pub use accounts::{TEST_PASSWORD, TestUser, dispatch, email_of, grant_admin, log_in, register_user, subject_of, unique_name};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! signing key, so it cannot issue a token.
 
 use shared::ApiError;
-use shared::auth::{self, Identity, TokenError, TokenSettings};
+use shared::auth::{self, Identity, TokenSettings};
 use shared::config;
 use shared::db::Db;
 use shared::events::{Event, Outbox};
@@ -71,15 +71,7 @@ impl<'a> App<'a> {
     /// that is sent must be valid and not revoked, so a bad one is a 401 even here.
     pub async fn optional_caller(&self, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
         let Some(token) = auth::bearer_token(headers)? else { return Ok(None) };
-        let identity = auth::verify(&self.token_key, &self.tokens, token).map_err(|error| {
-            ApiError::Unauthorized(
-                match error {
-                    TokenError::Expired => "the token has expired",
-                    TokenError::Invalid | TokenError::Incomplete => "the token is invalid",
-                }
-                .into(),
-            )
-        })?;
+        let identity = auth::verify_request_token(&self.token_key, &self.tokens, token)?;
         shared::revocation::check(&self.db, &self.kv, &identity).await?;
         Ok(Some(identity))
     }

@@ -2,7 +2,7 @@
 //! keys and the outbox, read from the component's Spin variables.
 
 use shared::ApiError;
-use shared::auth::{self, Identity, SigningKey, TokenError, TokenSettings};
+use shared::auth::{self, Identity, SigningKey, TokenSettings};
 use shared::config;
 use shared::db::Db;
 use shared::events::{Event, Outbox};
@@ -86,15 +86,7 @@ impl<'a> App<'a> {
     }
 
     fn verify(&self, token: &str) -> Result<Identity, ApiError> {
-        auth::verify(&self.key.public_key(), &self.tokens, token).map_err(|error| {
-            ApiError::Unauthorized(
-                match error {
-                    TokenError::Expired => "the token has expired",
-                    TokenError::Invalid | TokenError::Incomplete => "the token is invalid",
-                }
-                .into(),
-            )
-        })
+        auth::verify_request_token(&self.key.public_key(), &self.tokens, token)
     }
 }
 
