@@ -6,6 +6,7 @@
 //! - [`config`]: Spin variables and secrets;
 //! - [`db`]: MySQL through `spin:mysql/mysql@3.0.0`;
 //! - [`kv`]: the key-value store;
+//! - [`money`]: amounts in minor units and ISO 4217 currencies;
 //! - [`auth`]: user tokens and roles; [`password`]: Argon2id hashes;
 //! - [`service`]: service tokens and calls between components;
 //! - [`events`]: the outbox, event delivery, dispatch and resync;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod ids;
 pub mod json;
 pub mod kv;
+pub mod money;
 pub mod password;
 pub mod platform;
 pub mod query;
