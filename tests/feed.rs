@@ -1509,6 +1509,85 @@ async fn user_registered_during_outage_can_publish() {
     assert_eq!(slugs(&listed), [slug], "the author filter finds the new author");
 }
 
+#[tokio::test]
+async fn deleted_user_leaves_nothing_behind() {
+    // Holds the lock because it calls profiles' dispatch.
+    let _serial = one_at_a_time().await;
+    let host = Host::start(app_options());
+    let (ann, bob, cy) = (register(&host, "ann").await, register(&host, "bob").await, register(&host, "cy").await);
+    let anns = slug_of(&publish(&host, &ann, &format!("Leaving soon {}", word("du")), &[]).await);
+    let bobs = slug_of(&publish(&host, &bob, &format!("Staying {}", word("du")), &[]).await);
+    assert_eq!(favorite(&host, &bobs, &ann.token).await.status, 200);
+    assert_eq!(favorite(&host, &bobs, &cy.token).await.status, 200);
+    assert_eq!(add_comment(&host, &bobs, &ann.token, "Bye").await.status, 200);
+    assert_eq!(add_comment(&host, &bobs, &cy.token, "Stay").await.status, 200);
+    follow(&host, &ann, &bob).await;
+    follow(&host, &bob, &ann).await;
+    // Read twice so both articles are cached before the deletion.
+    for slug in [&anns, &bobs, &anns, &bobs] {
+        assert_eq!(get_article(&host, slug, None).await.status, 200);
+    }
+
+    grant_admin(&cy.id, "spin.toml");
+    assert_eq!(dispatch(&host, "profiles").await.status, 200);
+    let admin_token = login(&host, &cy).await;
+    let deleted = host.send("DELETE", &format!("/api/admin/users/{}", ann.username), Some(&admin_token)).await;
+
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    assert_eq!(get_article(&host, &anns, None).await.status, 404, "the deleted user's article is gone");
+    let remaining = get_article(&host, &bobs, None).await.json()["article"].clone();
+    assert_eq!(remaining["favoritesCount"], 1, "the deleted user's favourite no longer counts: {remaining}");
+    assert_eq!(comment_bodies(&list_comments(&host, &bobs, None).await), ["Stay"]);
+    assert_eq!(slugs(&personal_feed(&host, "limit=7", &bob.token).await), Vec::<String>::new(), "bob's feed lost ann");
+    let authors: Vec<(String,)> = query(&format!("SELECT id FROM {FEED_SCHEMA}.authors WHERE id = ?"), vec![ann.id.clone()]).await;
+    let follows: Vec<(String,)> = query(
+        &format!("SELECT follower_id FROM {FEED_SCHEMA}.follows WHERE follower_id = ? OR followee_id = ?"),
+        vec![ann.id.clone(), ann.id.clone()],
+    )
+    .await;
+    assert!(authors.is_empty(), "the author row is gone");
+    assert!(follows.is_empty(), "the follows of and to the deleted user are gone");
+}
+
+#[tokio::test]
+async fn resync_restores_lost_read_model() {
+    // Holds the lock because dispatch resyncs every user and follow.
+    let _serial = one_at_a_time().await;
+    let host = Host::start(app_options());
+    let (ann, bob) = (register(&host, "ann").await, register(&host, "bob").await);
+    assert_eq!(update_user(&host, &ann.token, json!({"bio": "Writes about Wasm"})).await.status, 200);
+    let slug = slug_of(&publish(&host, &ann, &format!("Survives {}", word("rs")), &[]).await);
+    follow(&host, &bob, &ann).await;
+
+    // Lose part of the read model, as a restore from an old backup would.
+    let mut db = admin_db().await;
+    let follow_id = format!("{}:{}", bob.id, ann.id);
+    for (statement, value) in [
+        (format!("DELETE FROM {FEED_SCHEMA}.follows WHERE follower_id = ?"), bob.id.clone()),
+        (format!("DELETE FROM {FEED_SCHEMA}.aggregate_state WHERE aggregate_id = ?"), follow_id),
+        (format!("UPDATE {FEED_SCHEMA}.authors SET bio = 'lost' WHERE id = ?"), ann.id.clone()),
+        (format!("DELETE FROM {FEED_SCHEMA}.aggregate_state WHERE aggregate_id = ?"), ann.id.clone()),
+    ] {
+        db.exec_drop(statement, (value,)).await.unwrap();
+    }
+    db.query_drop(format!("DELETE FROM {FEED_SCHEMA}.resync_state")).await.unwrap();
+    db.disconnect().await.unwrap();
+    // Uncached reads: a filtered list and a feed page size no earlier request used.
+    let before_author = list_articles(&host, &format!("author={}", ann.username), None).await;
+    let before_feed = personal_feed(&host, "limit=9", &bob.token).await;
+
+    let dispatched = dispatch(&host, "feed").await;
+
+    let after_author = list_articles(&host, &format!("author={}", ann.username), None).await;
+    let after_feed = personal_feed(&host, "limit=8", &bob.token).await;
+    assert_eq!(before_author.json()["articles"][0]["author"]["bio"], "lost", "{}", before_author.text());
+    assert_eq!(slugs(&before_feed), Vec::<String>::new(), "the follow is lost");
+    assert_eq!(dispatched.status, 200, "{}", dispatched.text());
+    assert!(dispatched.json()["inbox"]["resynced"].as_u64().is_some_and(|n| n >= 2), "{}", dispatched.text());
+    assert_eq!(after_author.json()["articles"][0]["author"]["bio"], "Writes about Wasm", "{}", after_author.text());
+    assert_eq!(slugs(&after_feed), [slug.as_str()], "the follow is back");
+}
+
 // ---- statement counts and the article cache ----
 
 #[tokio::test]

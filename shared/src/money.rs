@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-/// The currencies this module knows, with their minor-unit exponents
+/// The supported currencies, with their minor-unit exponents
 /// (ISO 4217). A deployment allows a subset of them.
 const EXPONENTS: [(&str, u32); 10] = [
     ("EUR", 2),
@@ -24,7 +24,7 @@ const EXPONENTS: [(&str, u32); 10] = [
 /// ten billion euros. Sums of many such amounts stay far inside `i64`.
 pub const MAX_MINOR: i64 = 1_000_000_000_000;
 
-/// An ISO 4217 currency this module knows.
+/// A supported ISO 4217 currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Currency {
     code: &'static str,
@@ -41,7 +41,7 @@ impl Currency {
         self.code
     }
 
-    /// The number of decimal places of the minor unit.
+    /// Returns the number of decimal places of the minor unit.
     pub fn exponent(&self) -> u32 {
         self.exponent
     }
