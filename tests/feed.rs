@@ -878,9 +878,9 @@ async fn create_accepts_maximum_lengths() {
     // Non-ASCII text, so that the limits count characters, not bytes.
     let title = format!("{unique} {}", "é".repeat(200 - unique.len() - 1));
     let description = "é".repeat(1000);
-    // The body is 196 608 bytes: above the 64 KiB default body limit of
-    // `shared::http`, below the 256 KiB limit of this route.
-    let body = "€".repeat(65_536);
+    // Four-byte characters: the body is 262 144 bytes, far above the 64 KiB
+    // default body limit of `shared::http`, within the 320 KiB of this route.
+    let body = "𝄞".repeat(65_536);
     let tag_list: Vec<String> = (0..10).map(|i| format!("{unique}{i}{}", "x".repeat(31 - unique.len()))).collect();
     assert_eq!(title.chars().count(), 200);
     assert!(tag_list.iter().all(|tag| tag.chars().count() == 32));
@@ -989,7 +989,7 @@ async fn update_validates_like_create() {
 async fn oversized_body_gets_413() {
     let host = Host::start(app_options());
     let ann = register(&host, "ann").await;
-    let fields = article_with(&format!("Huge {}", word("big")), "body", json!("x".repeat(300 * 1024)));
+    let fields = article_with(&format!("Huge {}", word("big")), "body", json!("x".repeat(400 * 1024)));
 
     let reply = create_article(&host, Some(&ann.token), fields).await;
     let listed = list_articles(&host, &format!("author={}", ann.username), None).await;

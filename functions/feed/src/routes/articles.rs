@@ -23,8 +23,9 @@ pub const DESCRIPTION_MAX: usize = 1000;
 pub const BODY_MAX: usize = 65_536;
 pub const TAGS_MAX: usize = 10;
 pub const TAG_MAX: usize = 32;
-/// The largest request body the article routes read.
-pub const REQUEST_LIMIT: usize = 256 * 1024;
+/// The largest request body the article routes read: room for a body of
+/// [`BODY_MAX`] characters of four UTF-8 bytes each, plus the other fields.
+pub const REQUEST_LIMIT: usize = 320 * 1024;
 /// How many slugs a write tries before giving up (each retry adds a random suffix).
 const SLUG_ATTEMPTS: u32 = 4;
 
