@@ -1588,6 +1588,27 @@ async fn resync_restores_lost_read_model() {
     assert_eq!(slugs(&after_feed), [slug.as_str()], "the follow is back");
 }
 
+#[tokio::test]
+async fn author_row_gone_but_cached_gets_401() {
+    let host = Host::start(app_options());
+    let (ann, bob) = (register(&host, "ann").await, register(&host, "bob").await);
+    let bobs = slug_of(&publish(&host, &bob, &format!("Still here {}", word("gone")), &[]).await);
+    // Publishing caches Ann's author block.
+    publish(&host, &ann, &format!("Cached author {}", word("gone")), &[]).await;
+    // The row disappears behind the cache's back, as after a database restore.
+    let mut db = admin_db().await;
+    db.exec_drop(format!("DELETE FROM {FEED_SCHEMA}.authors WHERE id = ?"), (ann.id.clone(),)).await.unwrap();
+    db.disconnect().await.unwrap();
+
+    let created = create_article(&host, Some(&ann.token), valid_article(&format!("Orphan {}", word("gone")))).await;
+    let favorited = favorite(&host, &bobs, &ann.token).await;
+
+    assert_eq!(created.status, 401, "{}", created.text());
+    assert_eq!(favorited.status, 401, "{}", favorited.text());
+    let logs = host.component_logs("feed").await;
+    assert!(logs.iter().all(|line| line["status"].as_u64().is_some_and(|s| s < 500)), "no request failed with a 5xx");
+}
+
 // ---- statement counts and the article cache ----
 
 #[tokio::test]

@@ -209,7 +209,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     if values.next().is_some() {
         return Err(ApiError::Unauthorized("send one Authorization header".into()));
     }
-    let malformed = || ApiError::Unauthorized("the Authorization header must be `Token <jwt>`".into());
+    let malformed = || ApiError::Unauthorized("the Authorization header must be `Token <jwt>` or `Bearer <jwt>`".into());
     let text = value.to_str().map_err(|_| malformed())?;
     let (scheme, token) = text.split_once(' ').ok_or_else(malformed)?;
     let token = token.trim();

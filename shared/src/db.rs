@@ -47,6 +47,8 @@ pub const TRANSACTION_ATTEMPTS: u32 = 3;
 /// MySQL server error codes the application reacts to.
 pub mod codes {
     pub const DUPLICATE_KEY: u16 = 1062;
+    /// A foreign key names a row that does not exist (`ER_NO_REFERENCED_ROW_2`).
+    pub const FOREIGN_KEY_MISSING: u16 = 1452;
     pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
     pub const DEADLOCK: u16 = 1213;
 }

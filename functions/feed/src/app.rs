@@ -87,10 +87,14 @@ impl<'a> App<'a> {
         let model = ReadModel::new(&self.kv);
         let found = shared::events::fetch_aggregate(self.ctx, &self.db, &self.service, &model, USER_EVENTS, &identity.user_id)
             .await?;
-        let missing = || ApiError::Unauthorized("the token's user no longer exists".into());
         if !found {
-            return Err(missing());
+            return Err(unknown_user());
         }
-        view::authors(self, &[identity.user_id.as_str()]).await?.remove(&identity.user_id).ok_or_else(missing)
+        view::authors(self, &[identity.user_id.as_str()]).await?.remove(&identity.user_id).ok_or_else(unknown_user)
     }
+}
+
+/// The 401 for a valid token whose user neither feed nor profiles has.
+pub fn unknown_user() -> ApiError {
+    ApiError::Unauthorized("the token's user no longer exists".into())
 }

@@ -152,10 +152,13 @@ fn slug_candidate(title: &str, attempt: u32) -> String {
     format!("{base}-{suffix}")
 }
 
-/// Maps a duplicate slug to a conflict the caller retries with another slug.
+/// Maps a duplicate slug to a conflict the caller retries with another
+/// slug, and a missing author row (a foreign-key failure) to a 401.
 fn slug_taken(error: shared::db::DbError) -> ApiError {
     if error.duplicate_key() == Some("articles_slug") {
         ApiError::Conflict("an article with this slug exists".into())
+    } else if error.code() == Some(shared::db::codes::FOREIGN_KEY_MISSING) {
+        crate::app::unknown_user()
     } else {
         error.into()
     }

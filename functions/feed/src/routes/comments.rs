@@ -100,8 +100,9 @@ pub async fn add(app: &App<'_>, request: Request, slug: &str) -> Result<Response
                     .ok_or_else(not_found)?;
                 store::insert_comment(tx, &article.id, &comment).await.map_err(|error| match error.code() {
                     Some(codes::DUPLICATE_KEY) => ApiError::Conflict("comment id taken".into()),
-                    // The article was deleted between the read and the insert.
-                    Some(1452) => not_found(),
+                    // The article was deleted between the read and the insert
+                    // (or, far less likely, the caller's author row).
+                    Some(codes::FOREIGN_KEY_MISSING) => not_found(),
                     _ => error.into(),
                 })?;
                 Ok(events::comment_created(&app.outbox, tx, &article, comment.id, &caller.user_id).await?)

@@ -3,6 +3,7 @@
 //! nothing. A change is written with its event in one transaction.
 
 use shared::ApiError;
+use shared::db::codes;
 use shared::http::{Response, json, no_store};
 use shared::text::is_slug;
 use spin_sdk::http::{Request, StatusCode};
@@ -38,7 +39,10 @@ async fn set_favorite(app: &App<'_>, request: Request, slug: &str, favorited: bo
             if store::lock_favorite(tx, &caller.user_id, &article.id).await? == favorited {
                 return Ok((article, None));
             }
-            store::set_favorite(tx, &caller.user_id, &article.id, favorited, now).await?;
+            // The article is locked, so a missing row can only be the user's author row.
+            store::set_favorite(tx, &caller.user_id, &article.id, favorited, now).await.map_err(|error| {
+                if error.code() == Some(codes::FOREIGN_KEY_MISSING) { crate::app::unknown_user() } else { error.into() }
+            })?;
             let event = events::favorite_changed(&app.outbox, tx, &article, &caller.user_id, favorited).await?;
             Ok((article, Some(event)))
         })
