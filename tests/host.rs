@@ -765,8 +765,8 @@ async fn app_health_routes_answer() {
         assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"), "{component}");
         assert_eq!(wrong_method.json(), json!({"errors": {"body": ["method not allowed"]}}), "{component}");
     }
-    let unrouted = host.get("/api/articles/some-slug").await;
-    assert_eq!(unrouted.status, 404, "feed does not serve articles yet");
+    let unrouted = host.get("/api/articles/some-slug/no-such-part").await;
+    assert_eq!(unrouted.status, 404, "feed's own pattern, but no route of feed");
     assert_eq!(unrouted.json(), json!({"errors": {"body": ["not found"]}}));
 }
 
