@@ -9,6 +9,7 @@
 //! - [`money`]: amounts in minor units and ISO 4217 currencies;
 //! - [`auth`]: user tokens and roles; [`password`]: Argon2id hashes;
 //! - [`service`]: service tokens and calls between components;
+//! - [`outbound`]: outbound HTTP with a deadline;
 //! - [`events`]: the outbox, event delivery, dispatch and resync;
 //! - [`revocation`]: refusing revoked user tokens outside profiles;
 //! - [`platform`]: health, events and dispatch for a component without an API yet;
@@ -29,6 +30,7 @@ pub mod ids;
 pub mod json;
 pub mod kv;
 pub mod money;
+pub mod outbound;
 pub mod password;
 pub mod platform;
 pub mod query;

@@ -17,17 +17,14 @@
 //! by the scheduler token ([`check_scheduler_token`]).
 
 use std::collections::HashSet;
-use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::{Either, select};
 use http::HeaderMap;
 use jwt_simple::prelude::{Claims, EdDSAKeyPairLike, EdDSAPublicKeyLike, VerificationOptions};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::FullBody;
-use spin_sdk::http::body::IncomingBodyExt;
 
 use crate::auth::{LEEWAY_SECONDS, MAX_TOKEN_LENGTH, SigningKey, bearer_token, cached_signing_key};
 use crate::config::{self, Secret};
@@ -166,31 +163,9 @@ impl ServiceKey {
             .body(FullBody::new(bytes))
             .map_err(|_| CallError::Transport("request".into()))?;
 
-        let exchange = async {
-            let response = spin_sdk::http::send(request)
-                .await
-                .map_err(|error| CallError::Transport(error_kind(&error)))?;
-            let status = response.status().as_u16();
-            let body = response
-                .into_body()
-                .bytes()
-                .await
-                .map_err(|_| CallError::Transport("body".into()))?;
-            if (200..300).contains(&status) { Ok(body) } else { Err(CallError::Status(status)) }
-        };
-        match select(pin!(exchange), pin!(spin_sdk::time::sleep(deadline))).await {
-            Either::Left((outcome, _)) => outcome,
-            // Dropping the exchange abandons the call.
-            Either::Right(((), _)) => Err(CallError::Deadline),
-        }
+        let reply = crate::outbound::send(request, deadline).await?;
+        if (200..300).contains(&reply.status) { Ok(reply.body) } else { Err(CallError::Status(reply.status)) }
     }
-}
-
-/// Names a WASI HTTP error by its variant only (its payload can quote a URL).
-fn error_kind(error: &impl std::fmt::Debug) -> String {
-    let text = format!("{error:?}");
-    let end = text.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(text.len());
-    text[..end].to_string()
 }
 
 /// Checks the scheduler token of a `POST /ops/<component>/dispatch` request:

@@ -18,7 +18,7 @@ const NATIVE_PACKAGES: [&str; 4] = ["conduit-host", "conduit-admin", "shared", "
 /// The test suite's known secrets and schema prefix (see the file).
 const TEST_ENV: &str = "tests/test.env";
 /// The variables `up` generates into `.env` when they are missing: name and random bytes.
-const LOCAL_SECRETS: [(&str, usize); 7] = [
+const LOCAL_SECRETS: [(&str, usize); 8] = [
     ("SPIN_VARIABLE_PROFILES_DB_PASSWORD", 16),
     ("SPIN_VARIABLE_FEED_DB_PASSWORD", 16),
     ("SPIN_VARIABLE_PAYMENTS_DB_PASSWORD", 16),
@@ -26,6 +26,8 @@ const LOCAL_SECRETS: [(&str, usize); 7] = [
     ("SPIN_VARIABLE_USER_TOKEN_KEY", 32),
     ("SPIN_VARIABLE_SERVICE_TOKEN_KEY", 32),
     ("SPIN_VARIABLE_SCHEDULER_TOKEN", 24),
+    // A placeholder, so the app starts: top-ups need a real Mollie test key here.
+    ("SPIN_VARIABLE_PAYMENT_PROVIDER_API_KEY", 15),
 ];
 
 type Result<T> = std::result::Result<T, String>;
