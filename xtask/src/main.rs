@@ -66,10 +66,11 @@ const USAGE: &str = "usage: cargo xtask <command>
                    secrets to .env, apply pending migrations (ARGS go to
                    `conduit-admin migrate`, e.g. --prefix; see `conduit-admin --help`)
   test [-- ARGS]   build, start MariaDB and Redis if needed, migrate fresh test
-                   schemas, run every test
+                   schemas, run every test, then check the payments ledger the
+                   tests left (ARGS go to `cargo test`; with ARGS, no ledger check)
   bench            build, then print the host's start-up time and request latency,
                    the profiles and feed routes' latency and statement counts,
-                   and the feed cache's hit ratio";
+                   the feed cache's hit ratio, and tip latency";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
@@ -182,8 +183,14 @@ fn test(args: &[String]) -> Result<()> {
     let mut command = cargo();
     command.args(["test", "--release"]);
     command.args(NATIVE_PACKAGES.iter().flat_map(|p| ["-p", p]));
-    command.args(args.iter().skip_while(|a| *a == "--"));
-    run(&mut command)
+    let filters: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
+    command.args(&filters);
+    run(&mut command)?;
+    if filters.is_empty() {
+        // What the whole suite left behind: the payments ledger must balance.
+        run(cargo().args(["test", "--release", "-p", "conduit-tests", "--test", "ledger_after_suite"]))?;
+    }
+    Ok(())
 }
 
 /// Drops and re-creates the test schemas with the known test secrets, then
@@ -226,7 +233,8 @@ fn bench() -> Result<()> {
     run(&mut Command::new(root().join("target/release/examples/bench_host")))?;
     run(&mut Command::new(root().join("target/release/examples/bench_profiles")))?;
     run(&mut Command::new(root().join("target/release/examples/bench_events")))?;
-    run(&mut Command::new(root().join("target/release/examples/bench_feed")))
+    run(&mut Command::new(root().join("target/release/examples/bench_feed")))?;
+    run(&mut Command::new(root().join("target/release/examples/bench_payments")))
 }
 
 /// Reads `NAME=value` lines; `#` starts a comment line.

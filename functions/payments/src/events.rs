@@ -4,9 +4,11 @@
 //! may receive money, by name) and the token versions (`shared::revocation`).
 //!
 //! **Published** through the outbox, for notifications, in the transaction
-//! that moves the money: `top_up.succeeded` and `top_up.failed` on the
-//! `payment` aggregate (id = the payment id), payload
-//! `{payment_id, user_id, amount_minor, currency, status}`.
+//! that moves the money, all on the `payment` aggregate (id = the payment id):
+//! - `top_up.succeeded` and `top_up.failed`, payload
+//!   `{payment_id, user_id, amount_minor, currency, status}`;
+//! - `tip.received`, payload `{payment_id, from_user_id, to_user_id,
+//!   amount_minor, currency, article_slug, message}`.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -16,7 +18,7 @@ use shared::events::{Event, Outbox, Projection};
 use shared::kv::Kv;
 use shared::revocation;
 
-use crate::store::{self, Payment};
+use crate::store::{self, NewTip, Payment};
 
 pub const USER_EVENTS: (&str, &str) = revocation::USER_EVENTS;
 pub const PAYMENT: &str = "payment";
@@ -69,4 +71,17 @@ pub async fn top_up_settled(outbox: &Outbox, tx: &Tx<'_>, payment: &Payment, sta
         "status": status,
     });
     outbox.record(tx, kind, PAYMENT, &payment.id, payload).await
+}
+
+pub async fn tip_received(outbox: &Outbox, tx: &Tx<'_>, tip: &NewTip<'_>) -> Result<Event, DbError> {
+    let payload = json!({
+        "payment_id": tip.id,
+        "from_user_id": tip.from,
+        "to_user_id": tip.to,
+        "amount_minor": tip.amount_minor,
+        "currency": tip.currency,
+        "article_slug": tip.article_slug,
+        "message": tip.message,
+    });
+    outbox.record(tx, "tip.received", PAYMENT, tip.id, payload).await
 }

@@ -149,6 +149,44 @@ impl Claim<'_> {
     }
 }
 
+impl Claim<'_> {
+    /// Reads the outcome another request stored for this key, for a route
+    /// that claims keys inside its own transaction. `None` when the key is
+    /// free again (that request rolled back, or its key expired and was
+    /// removed here), so the caller runs the request.
+    pub async fn stored(&self, db: &Db) -> Result<Option<Response>, ApiError> {
+        let row = db
+            .query_one(
+                "SELECT request_hash, status, response, created_at FROM idempotency_keys
+                 WHERE user_id = ? AND route = ? AND idempotency_key = ?",
+                params![self.user_id, self.route, &self.key],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        if row.get::<i64>("created_at")? <= shared::time::now_micros() - RETENTION_SECONDS * SECOND {
+            db.execute(
+                "DELETE FROM idempotency_keys WHERE user_id = ? AND route = ? AND idempotency_key = ?",
+                params![self.user_id, self.route, &self.key],
+            )
+            .await?;
+            return Ok(None);
+        }
+        if row.get::<String>("request_hash")? != self.hash {
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                "was already used with another request; use a new key for a new request",
+            ));
+        }
+        match row.get::<Option<u64>>("status")? {
+            Some(status) => {
+                let body = row.get::<Option<String>>("response")?.unwrap_or_default();
+                Ok(Some(replay(u16::try_from(status).unwrap_or(500), body)))
+            }
+            None => Err(ApiError::Conflict("a request with this Idempotency-Key is still in progress; retry later".into())),
+        }
+    }
+}
+
 /// Rebuilds a stored response.
 pub fn replay(status: u16, body: String) -> Response {
     let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);

@@ -13,6 +13,7 @@ use shared::params;
 
 pub const WALLET: &str = "wallet";
 pub const PROVIDER_CLEARING: &str = "provider_clearing";
+pub const REFUNDS_PENDING: &str = "refunds_pending";
 
 /// An account row, locked for the transaction that moves money through it.
 struct Account {
@@ -20,22 +21,28 @@ struct Account {
     balance: i64,
 }
 
-/// Locks an account, creating it at zero first when it does not exist.
-/// `user_id` is empty for system accounts.
-async fn lock_account(tx: &Tx<'_>, kind: &str, user_id: &str, currency: &str) -> Result<Account, DbError> {
+/// Locks an account. A missing one is created at zero first when `create`,
+/// and is `None` otherwise. The lock is taken by `SELECT … FOR UPDATE`
+/// before any insert: `INSERT IGNORE` on an existing row would take a shared
+/// lock that two concurrent movements then both try to upgrade, a deadlock.
+async fn lock_account(tx: &Tx<'_>, kind: &str, user_id: &str, currency: &str, create: bool) -> Result<Option<Account>, DbError> {
+    const LOCK: &str = "SELECT id, balance FROM accounts WHERE kind = ? AND user_id = ? AND currency = ? FOR UPDATE";
+    if let Some(row) = tx.query_one(LOCK, params![kind, user_id, currency]).await? {
+        return Ok(Some(Account { id: row.get("id")?, balance: row.get("balance")? }));
+    }
+    if !create {
+        return Ok(None);
+    }
     tx.execute(
         "INSERT IGNORE INTO accounts (id, kind, user_id, currency, balance, created_at) VALUES (?, ?, ?, ?, 0, ?)",
         params![shared::ids::uuid_v7(), kind, user_id, currency, shared::time::now_micros()],
     )
     .await?;
     let row = tx
-        .query_one(
-            "SELECT id, balance FROM accounts WHERE kind = ? AND user_id = ? AND currency = ? FOR UPDATE",
-            params![kind, user_id, currency],
-        )
+        .query_one(LOCK, params![kind, user_id, currency])
         .await?
         .ok_or_else(|| DbError::decode("the account just written is missing".into()))?;
-    Ok(Account { id: row.get("id")?, balance: row.get("balance")? })
+    Ok(Some(Account { id: row.get("id")?, balance: row.get("balance")? }))
 }
 
 /// One side of a movement: which account, by kind and owner.
@@ -58,14 +65,17 @@ pub async fn transfer(
     amount: i64,
     currency: &str,
 ) -> Result<bool, ApiError> {
+    // A wallet that does not exist holds nothing, so it is never created to pay.
+    let create_source = from.kind != WALLET;
     let from_first = (from.kind, from.user_id) <= (to.kind, to.user_id);
     let (source, target) = if from_first {
-        let source = lock_account(tx, from.kind, from.user_id, currency).await?;
-        (source, lock_account(tx, to.kind, to.user_id, currency).await?)
+        let source = lock_account(tx, from.kind, from.user_id, currency, create_source).await?;
+        (source, lock_account(tx, to.kind, to.user_id, currency, true).await?)
     } else {
-        let target = lock_account(tx, to.kind, to.user_id, currency).await?;
-        (lock_account(tx, from.kind, from.user_id, currency).await?, target)
+        let target = lock_account(tx, to.kind, to.user_id, currency, true).await?;
+        (lock_account(tx, from.kind, from.user_id, currency, create_source).await?, target)
     };
+    let (Some(source), Some(target)) = (source, target) else { return Ok(false) };
     if from.kind == WALLET && source.balance < amount {
         return Ok(false);
     }

@@ -1,7 +1,8 @@
 //! The payments component: wallets, top-ups through a payment provider (see
 //! `provider.rs`), the double-entry ledger behind them (`ledger.rs`),
 //! idempotency keys (`idempotency.rs`), and a read model of profiles' users
-//! (`events.rs`). Tips and refunds are not served yet.
+//! (`events.rs`). Tips move money between wallets (`routes/tips.rs`), and
+//! admins refund tips and top-ups (`routes/refunds.rs`).
 //!
 //! This file is the routing table. It matches on the request URI path, not on
 //! the `spin-path-info` header, which a client can also send.
@@ -25,6 +26,8 @@ use spin_sdk::http_service;
 enum Route {
     Wallet,
     TopUp,
+    Tip,
+    Refund(String),
     Payments,
     Payment(String),
     Webhook,
@@ -49,7 +52,9 @@ fn resolve(method: &Method, path: &str) -> (&'static str, Result<Route, ApiError
     match segments.as_slice() {
         ["api", "wallet"] => ("/api/wallet", only("GET", Route::Wallet)),
         ["api", "wallet", "top-ups"] => ("/api/wallet/top-ups", only("POST", Route::TopUp)),
+        ["api", "tips"] => ("/api/tips", only("POST", Route::Tip)),
         ["api", "payments"] => ("/api/payments", only("GET", Route::Payments)),
+        ["api", "payments", id, "refund"] if !id.is_empty() => ("/api/payments/:id/refund", only("POST", Route::Refund(id.to_string()))),
         ["api", "payments", "webhooks", "provider"] => ("/api/payments/webhooks/provider", only("POST", Route::Webhook)),
         ["api", "payments", id] if !id.is_empty() => ("/api/payments/:id", only("GET", Route::Payment(id.to_string()))),
         ["api", "admin", "ledger", "check"] => ("/api/admin/ledger/check", only("GET", Route::LedgerCheck)),
@@ -77,10 +82,12 @@ async fn dispatch(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
     }
 
     let app = app::App::load(ctx).await?;
-    use routes::{admin, history, ops, wallet, webhooks};
+    use routes::{admin, history, ops, refunds, tips, wallet, webhooks};
     match route {
         Route::Wallet => wallet::balances(&app, request).await,
         Route::TopUp => wallet::top_up(&app, request).await,
+        Route::Tip => tips::create(&app, request).await,
+        Route::Refund(id) => refunds::create(&app, request, &id).await,
         Route::Payments => history::list(&app, request).await,
         Route::Payment(id) => history::get(&app, request, &id).await,
         Route::Webhook => webhooks::receive(&app, request).await,

@@ -76,6 +76,54 @@ pub trait PaymentProvider {
     async fn create_payment(&self, payment: &NewPayment<'_>, idempotency_key: &str) -> Result<ProviderPayment, ProviderError>;
     /// Reads a payment's current state.
     async fn payment(&self, provider_id: &str) -> Result<ProviderPayment, ProviderError>;
+    /// Asks the provider to pay back part or all of a paid payment.
+    async fn create_refund(&self, provider_id: &str, amount_minor: i64, currency: Currency, idempotency_key: &str)
+    -> Result<ProviderRefund, ProviderError>;
+    /// Reads a refund's current state.
+    async fn refund(&self, provider_id: &str, refund_id: &str) -> Result<ProviderRefund, ProviderError>;
+}
+
+/// A refund's state at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// Accepted, not yet paid out (`queued`, `pending`, `processing`).
+    Pending,
+    Refunded,
+    /// `failed` or `canceled`: the money stays with this application.
+    Failed,
+}
+
+/// One refund as the provider reports it.
+#[derive(Debug, Clone)]
+pub struct ProviderRefund {
+    pub id: String,
+    pub status: RefundStatus,
+}
+
+#[derive(Deserialize)]
+struct MollieRefund {
+    id: String,
+    status: String,
+}
+
+/// Checks the shape of a Mollie refund id (`re_` and letters and digits).
+pub fn is_refund_id(id: &str) -> bool {
+    id.len() > 3 && id.len() <= 64 && id.starts_with("re_") && id[3..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn parse_refund(body: &[u8]) -> Result<ProviderRefund, ProviderError> {
+    let refund: MollieRefund =
+        serde_json::from_slice(body).map_err(|_| ProviderError::Rejected("unreadable refund".into()))?;
+    let status = match refund.status.as_str() {
+        "queued" | "pending" | "processing" => RefundStatus::Pending,
+        "refunded" => RefundStatus::Refunded,
+        "failed" | "canceled" => RefundStatus::Failed,
+        _ => return Err(ProviderError::Rejected("an unknown refund status".into())),
+    };
+    if !is_refund_id(&refund.id) {
+        return Err(ProviderError::Rejected("an unexpected refund id".into()));
+    }
+    Ok(ProviderRefund { id: refund.id, status })
 }
 
 /// Mollie's payments API.
@@ -122,14 +170,14 @@ impl Mollie {
         Self { base_url: base_url.trim_end_matches('/').to_string(), api_key, webhook_url, redirect_url }
     }
 
-    /// Sends one API request within [`PROVIDER_DEADLINE`] and reads the payment it returns.
+    /// Sends one API request within [`PROVIDER_DEADLINE`] and returns the 2xx body.
     async fn call(
         &self,
         method: http::Method,
         path: &str,
         body: Option<serde_json::Value>,
         idempotency_key: Option<&str>,
-    ) -> Result<ProviderPayment, ProviderError> {
+    ) -> Result<Bytes, ProviderError> {
         let mut builder = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base_url))
@@ -153,7 +201,7 @@ impl Mollie {
             .await
             .map_err(|error| ProviderError::Unavailable(error.to_string()))?;
         match reply.status {
-            200..=299 => parse_payment(&reply.body),
+            200..=299 => Ok(reply.body),
             429 | 500..=599 => Err(ProviderError::Unavailable(format!("status {}", reply.status))),
             status => Err(ProviderError::Rejected(format!("status {status}"))),
         }
@@ -198,13 +246,39 @@ impl PaymentProvider for Mollie {
             "webhookUrl": self.webhook_url,
             "metadata": { "payment_id": payment.payment_id },
         });
-        self.call(http::Method::POST, "/v2/payments", Some(body), Some(idempotency_key)).await
+        parse_payment(&self.call(http::Method::POST, "/v2/payments", Some(body), Some(idempotency_key)).await?)
     }
 
     async fn payment(&self, provider_id: &str) -> Result<ProviderPayment, ProviderError> {
         if !is_provider_id(provider_id) {
             return Err(ProviderError::Rejected("not a payment id".into()));
         }
-        self.call(http::Method::GET, &format!("/v2/payments/{provider_id}"), None, None).await
+        parse_payment(&self.call(http::Method::GET, &format!("/v2/payments/{provider_id}"), None, None).await?)
+    }
+
+    async fn create_refund(
+        &self,
+        provider_id: &str,
+        amount_minor: i64,
+        currency: Currency,
+        idempotency_key: &str,
+    ) -> Result<ProviderRefund, ProviderError> {
+        if !is_provider_id(provider_id) {
+            return Err(ProviderError::Rejected("not a payment id".into()));
+        }
+        let body = json!({
+            "amount": { "currency": currency.code(), "value": currency.format_decimal(amount_minor) },
+            "description": "Conduit refund",
+        });
+        let path = format!("/v2/payments/{provider_id}/refunds");
+        parse_refund(&self.call(http::Method::POST, &path, Some(body), Some(idempotency_key)).await?)
+    }
+
+    async fn refund(&self, provider_id: &str, refund_id: &str) -> Result<ProviderRefund, ProviderError> {
+        if !is_provider_id(provider_id) || !is_refund_id(refund_id) {
+            return Err(ProviderError::Rejected("not a payment or refund id".into()));
+        }
+        let path = format!("/v2/payments/{provider_id}/refunds/{refund_id}");
+        parse_refund(&self.call(http::Method::GET, &path, None, None).await?)
     }
 }

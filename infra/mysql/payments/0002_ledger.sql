@@ -57,16 +57,22 @@ CREATE TABLE ledger_entries (
   CONSTRAINT ledger_entries_not_zero CHECK (amount <> 0)
 ) ENGINE = InnoDB;
 
--- What users see as their payments. A top-up follows the provider's
+-- What users see as their payments: top-ups (user_id is who paid in) and
+-- tips (user_id sent to counterparty_id). A top-up follows the provider's
 -- states. check_after is when dispatch next fetches a top-up still open
 -- from the provider, in case its webhook was lost.
 CREATE TABLE payments (
   id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   kind VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   user_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-  status VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  counterparty_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NULL,
+  status VARCHAR(24) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   amount_minor BIGINT NOT NULL,
   currency CHAR(3) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  -- What refunds have given back so far; never above amount_minor.
+  refunded_minor BIGINT NOT NULL DEFAULT 0,
+  article_slug VARCHAR(100) CHARACTER SET ascii COLLATE ascii_bin NULL,
+  message VARCHAR(280) NULL,
   provider_payment_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL,
   checkout_url VARCHAR(2048) NULL,
   check_after BIGINT NULL,
@@ -76,10 +82,56 @@ CREATE TABLE payments (
   PRIMARY KEY (id),
   UNIQUE KEY payments_provider (provider_payment_id),
   KEY payments_user_newest (user_id, created_at, id),
+  KEY payments_counterparty_newest (counterparty_id, created_at, id),
   KEY payments_to_check (check_after),
   CONSTRAINT payments_kind CHECK (kind IN ('top_up', 'tip')),
-  CONSTRAINT payments_amount_positive CHECK (amount_minor > 0)
+  CONSTRAINT payments_amount_positive CHECK (amount_minor > 0),
+  CONSTRAINT payments_refunds_bounded CHECK (refunded_minor BETWEEN 0 AND amount_minor)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+-- Refunds of payments. A tip's is completed at once; a top-up's is pending
+-- until the provider confirms it (dispatch fetches it from the provider).
+CREATE TABLE refunds (
+  id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  payment_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  amount_minor BIGINT NOT NULL,
+  currency CHAR(3) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  status VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  provider_refund_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NULL,
+  actor_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  check_after BIGINT NULL,
+  check_lease_until BIGINT NOT NULL DEFAULT 0,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  PRIMARY KEY (id),
+  KEY refunds_payment (payment_id),
+  KEY refunds_to_check (check_after),
+  CONSTRAINT refunds_payment FOREIGN KEY (payment_id) REFERENCES payments (id),
+  CONSTRAINT refunds_amount_positive CHECK (amount_minor > 0),
+  CONSTRAINT refunds_status CHECK (status IN ('pending', 'completed', 'failed'))
+) ENGINE = InnoDB;
+
+-- What admins did to money (refunds), with the acting admin's user id. No
+-- foreign keys: the history outlives the users. The triggers refuse changes,
+-- so even the runtime user, which may UPDATE and DELETE in this schema, can
+-- only append.
+CREATE TABLE admin_audit (
+  id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  actor VARCHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  action VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  payment_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  amount_minor BIGINT NOT NULL,
+  currency CHAR(3) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  at BIGINT NOT NULL,
+  PRIMARY KEY (id),
+  KEY admin_audit_payment (payment_id, at)
+) ENGINE = InnoDB;
+
+CREATE TRIGGER admin_audit_no_update BEFORE UPDATE ON admin_audit FOR EACH ROW
+  SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'admin_audit is append-only';
+
+CREATE TRIGGER admin_audit_no_delete BEFORE DELETE ON admin_audit FOR EACH ROW
+  SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'admin_audit is append-only';
 
 -- Idempotency keys, scoped to a user and a route, kept 24 hours. A row is
 -- in flight while lease_until is in the future and no status is stored.

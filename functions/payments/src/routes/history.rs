@@ -44,7 +44,7 @@ pub async fn list(app: &App<'_>, request: Request) -> Result<Response, ApiError>
     } else {
         None
     };
-    let items: Vec<Value> = payments.iter().map(store::Payment::to_json).collect();
+    let items: Vec<Value> = payments.iter().map(|payment| payment.to_json(&caller.user_id)).collect();
     Ok(no_store(json_response(StatusCode::OK, &json!({ "payments": items, "next_cursor": next }))))
 }
 
@@ -55,9 +55,10 @@ pub async fn get(app: &App<'_>, request: Request, id: &str) -> Result<Response, 
         return Err(not_found());
     }
     let payment = store::payment(&app.db, id).await?.ok_or_else(not_found)?;
-    let visible = payment.user_id == caller.user_id || caller.has_role(ROLE_ADMIN);
+    let party = payment.user_id == caller.user_id || payment.counterparty_id.as_deref() == Some(caller.user_id.as_str());
+    let visible = party || caller.has_role(ROLE_ADMIN);
     if !visible || (payment.kind == "top_up" && payment.provider_payment_id.is_none()) {
         return Err(not_found());
     }
-    Ok(no_store(json_response(StatusCode::OK, &json!({ "payment": payment.to_json() }))))
+    Ok(no_store(json_response(StatusCode::OK, &json!({ "payment": payment.to_json(&caller.user_id) }))))
 }

@@ -3,5 +3,7 @@
 pub mod admin;
 pub mod history;
 pub mod ops;
+pub mod refunds;
+pub mod tips;
 pub mod wallet;
 pub mod webhooks;

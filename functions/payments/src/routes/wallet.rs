@@ -116,5 +116,5 @@ async fn start_top_up(app: &App<'_>, user_id: &str, body: &Value, payment_id: &s
     let payment = store::payment(&app.db, payment_id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the top-up just written is missing")))?;
-    Ok((201, json!({ "top_up": payment.to_json() })))
+    Ok((201, json!({ "top_up": payment.to_json(user_id) })))
 }
