@@ -52,3 +52,20 @@ pub(crate) fn error_kind(error: &impl std::fmt::Debug) -> String {
     let end = text.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(text.len());
     text[..end].to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_keep_the_variant_name_only() {
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        enum Sample {
+            ConnectionRefused,
+            DestinationNotFound(String),
+        }
+        assert_eq!(error_kind(&Sample::DestinationNotFound("http://x".into())), "DestinationNotFound");
+        assert_eq!(error_kind(&Sample::ConnectionRefused), "ConnectionRefused");
+    }
+}

@@ -65,7 +65,7 @@ pub async fn transfer(
     amount: i64,
     currency: &str,
 ) -> Result<bool, ApiError> {
-    // A wallet that does not exist holds nothing, so it is never created to pay.
+    // A wallet that does not exist has no money, so it is never created to pay.
     let create_source = from.kind != WALLET;
     let from_first = (from.kind, from.user_id) <= (to.kind, to.user_id);
     let (source, target) = if from_first {

@@ -1,9 +1,9 @@
 //! Applying the provider's state of a top-up: the webhook and the
 //! dispatch re-check both end here. A pending top-up that the provider
 //! reports paid credits the wallet in the same transaction that marks it
-//! paid and records its event, so a webhook delivered many times, or
-//! together with a re-check, credits once: the payment row is locked and
-//! only a pending row changes.
+//! paid and records its event. The payment row is locked and only a pending
+//! row changes, so a webhook delivered many times, or together with a
+//! re-check, credits once.
 
 use shared::ApiError;
 

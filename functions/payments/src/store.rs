@@ -14,7 +14,7 @@ pub const PENDING: &str = "pending";
 pub struct Payment {
     pub id: String,
     pub kind: String,
-    /// Who paid in (a top-up) or sent (a tip).
+    /// The user who paid in (a top-up) or sent (a tip).
     pub user_id: String,
     /// A tip's recipient.
     pub counterparty_id: Option<String>,

@@ -163,7 +163,7 @@ async fn ask_provider(app: &App<'_>, payment: &Payment, refund: &Refund, actor: 
             release_hold(app, &refund.id).await?;
             Err(match error {
                 ProviderError::Unavailable(_) => error.into(),
-                ProviderError::Rejected(reason) => ApiError::Conflict(format!("the payment provider refused the refund ({reason})")),
+                ProviderError::Rejected(reason) => ApiError::Conflict(format!("the payment provider rejected the refund ({reason})")),
             })
         }
     }

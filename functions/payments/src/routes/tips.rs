@@ -42,6 +42,7 @@ fn read_tip(body: &Value, allowed: &[Currency]) -> Result<TipRequest, ApiError> 
     let mut fields = shared::json::wrapped(body, "tip")?;
     fields.reject_unknown(&["to_username", "amount_minor", "currency", "article_slug", "message"]);
     let map = body["tip"].as_object().expect("wrapped checked the object");
+
     let to_username = fields.required_string("to_username").map(|name| shared::text::canonical(&name));
     if to_username.as_deref() == Some("") {
         fields.errors.add("to_username", "can't be blank");
@@ -58,6 +59,7 @@ fn read_tip(body: &Value, allowed: &[Currency]) -> Result<TipRequest, ApiError> 
         let codes: Vec<&str> = allowed.iter().map(|c| c.code()).collect();
         fields.errors.add("currency", format!("must be one of {}", codes.join(", ")));
     }
+
     let article_slug = match map.get("article_slug") {
         None | Some(Value::Null) => None,
         Some(Value::String(slug)) if shared::text::is_slug(slug) => Some(slug.clone()),
@@ -77,6 +79,7 @@ fn read_tip(body: &Value, allowed: &[Currency]) -> Result<TipRequest, ApiError> 
         }
     };
     fields.finish()?;
+
     Ok(TipRequest {
         to_username: to_username.expect("checked above"),
         amount_minor: amount_minor.expect("checked above"),
