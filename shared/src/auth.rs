@@ -53,9 +53,6 @@ impl Identity {
 /// The key that signs user tokens (its public half verifies them).
 pub type SigningKey = Ed25519KeyPair;
 
-/// The public key that verifies user tokens.
-pub type VerifyingKey = Ed25519PublicKey;
-
 /// The issuer, audience and lifetime of user tokens.
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
@@ -198,6 +195,36 @@ pub fn verify_request_token(key: &Ed25519PublicKey, settings: &TokenSettings, to
             .into(),
         )
     })
+}
+
+/// What a component that only verifies user tokens needs: the public key
+/// (`token_public_key`) and the expected issuer and audience
+/// (`token_issuer`, `token_audience`), from its Spin variables.
+pub struct Verifier {
+    key: Ed25519PublicKey,
+    settings: TokenSettings,
+}
+
+impl Verifier {
+    /// Reads the variables. A missing or malformed one is a 500 whose log line names it.
+    pub async fn load() -> Result<Self, ConfigError> {
+        let key = verifying_key("token_public_key", &crate::config::required("token_public_key").await?)?;
+        let settings = TokenSettings {
+            issuer: crate::config::required("token_issuer").await?,
+            audience: crate::config::required("token_audience").await?,
+            // A verifier never issues a token.
+            lifetime_seconds: 0,
+        };
+        Ok(Self { key, settings })
+    }
+
+    /// Verifies the request's bearer token, if it sent one: `Ok(None)`
+    /// without an `Authorization` header, 401 for a bad token. The caller
+    /// still checks the token version (`crate::revocation::check`).
+    pub fn identity(&self, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
+        let Some(token) = bearer_token(headers)? else { return Ok(None) };
+        verify_request_token(&self.key, &self.settings, token).map(Some)
+    }
 }
 
 /// Extracts the token of the request's `Authorization` header: `Token <jwt>`

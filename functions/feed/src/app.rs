@@ -4,7 +4,7 @@
 //! signing key, so it cannot issue a token.
 
 use shared::ApiError;
-use shared::auth::{self, Identity, TokenSettings};
+use shared::auth::{Identity, Verifier};
 use shared::config;
 use shared::db::Db;
 use shared::events::{Event, Outbox};
@@ -24,29 +24,20 @@ pub struct App<'a> {
     pub kv: Kv,
     pub outbox: Outbox,
     pub service: ServiceKey,
-    token_key: auth::VerifyingKey,
-    tokens: TokenSettings,
+    verifier: Verifier,
 }
 
 impl<'a> App<'a> {
     /// Reads the component's variables. A missing one is a 500 whose log line names it.
     pub async fn load(ctx: &'a Ctx) -> Result<Self, ApiError> {
         let db_url = config::required_secret("db_url").await?;
-        let token_key = auth::verifying_key("token_public_key", &config::required("token_public_key").await?)?;
-        let tokens = TokenSettings {
-            issuer: config::required("token_issuer").await?,
-            audience: config::required("token_audience").await?,
-            // Feed verifies tokens and never issues one.
-            lifetime_seconds: 0,
-        };
         Ok(Self {
             ctx,
             db: Db::new(db_url, ctx.stats.clone()),
             kv: Kv::new(ctx.component, ctx.stats.clone()),
             outbox: Outbox::load(ctx).await?,
             service: ServiceKey::load(ctx.component).await?,
-            token_key,
-            tokens,
+            verifier: Verifier::load().await?,
         })
     }
 
@@ -70,8 +61,7 @@ impl<'a> App<'a> {
     /// Authenticates the caller of a route where a token is optional. A token
     /// that is sent must be valid and not revoked, so a bad one is a 401 even here.
     pub async fn optional_caller(&self, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
-        let Some(token) = auth::bearer_token(headers)? else { return Ok(None) };
-        let identity = auth::verify_request_token(&self.token_key, &self.tokens, token)?;
+        let Some(identity) = self.verifier.identity(headers)? else { return Ok(None) };
         shared::revocation::check(&self.db, &self.kv, &identity).await?;
         Ok(Some(identity))
     }

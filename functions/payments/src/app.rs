@@ -4,7 +4,7 @@
 //! never gets the user-token signing key.
 
 use shared::ApiError;
-use shared::auth::{self, Identity, TokenSettings};
+use shared::auth::{Identity, Verifier};
 use shared::config;
 use shared::db::Db;
 use shared::events::{Event, Outbox};
@@ -27,21 +27,13 @@ pub struct App<'a> {
     pub currencies: Vec<Currency>,
     /// How long a top-up stays open before dispatch fetches it from the provider.
     pub recheck_after_seconds: i64,
-    token_key: auth::VerifyingKey,
-    tokens: TokenSettings,
+    verifier: Verifier,
 }
 
 impl<'a> App<'a> {
     /// Reads the component's variables. A missing one is a 500 whose log line names it.
     pub async fn load(ctx: &'a Ctx) -> Result<Self, ApiError> {
         let db_url = config::required_secret("db_url").await?;
-        let token_key = auth::verifying_key("token_public_key", &config::required("token_public_key").await?)?;
-        let tokens = TokenSettings {
-            issuer: config::required("token_issuer").await?,
-            audience: config::required("token_audience").await?,
-            // Payments verifies tokens and never issues one.
-            lifetime_seconds: 0,
-        };
         let currencies = shared::money::parse_allowed(&config::required("currencies").await?)
             .ok_or_else(|| config::ConfigError::new("currencies", "must list ISO 4217 codes this application supports, such as EUR"))?;
         let provider = Mollie::new(
@@ -59,8 +51,7 @@ impl<'a> App<'a> {
             provider,
             currencies,
             recheck_after_seconds: config::parsed("recheck_after_seconds").await?,
-            token_key,
-            tokens,
+            verifier: Verifier::load().await?,
         })
     }
 
@@ -72,9 +63,10 @@ impl<'a> App<'a> {
 
     /// Authenticates the caller: 401 without a valid, unrevoked token.
     pub async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        let token = auth::bearer_token(headers)?
+        let identity = self
+            .verifier
+            .identity(headers)?
             .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))?;
-        let identity = auth::verify_request_token(&self.token_key, &self.tokens, token)?;
         shared::revocation::check(&self.db, &self.kv, &identity).await?;
         Ok(identity)
     }
