@@ -81,10 +81,10 @@ async fn main() {
     let statuses = futures::future::join_all(sends).await;
     let elapsed = started.elapsed();
     let accepted = statuses.iter().filter(|s| **s == 201).count();
-    let refused = statuses.iter().filter(|s| **s == 422).count();
+    let rejected = statuses.iter().filter(|s| **s == 422).count();
     println!(
-        "  {CONCURRENT} concurrent tips of 30 from a wallet of 1000: {accepted} accepted, {refused} refused for funds, {} other, in {}",
-        CONCURRENT - accepted - refused,
+        "  {CONCURRENT} concurrent tips of 30 from a wallet of 1000: {accepted} accepted, {rejected} rejected for lack of funds, {} other, in {}",
+        CONCURRENT - accepted - rejected,
         ms(elapsed)
     );
 }

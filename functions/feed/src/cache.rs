@@ -15,7 +15,7 @@
 //!
 //! Every store error reads as a miss and skips caching, so a store outage
 //! sends requests to the database and fails none of them. A token that
-//! cannot be replaced after a write is deleted instead; if that fails too,
+//! cannot be replaced after a write is deleted instead. If that fails too,
 //! the stale value can be served until it expires ([`VALUE_SECONDS`]).
 
 use serde::Serialize;
