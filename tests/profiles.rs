@@ -671,3 +671,50 @@ async fn token_versions_reach_every_component() {
         assert_eq!(without_token.status, 401, "{component}");
     }
 }
+
+#[tokio::test]
+async fn responses_carry_security_headers() {
+    let host = Host::start(app_options());
+
+    for path in ["/api/profiles/nobody-here", "/api/articles", "/api/wallet", "/health/notifications"] {
+        let reply = host.get(path).await;
+
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(reply.header("strict-transport-security"), Some("max-age=63072000; includeSubDomains"), "{path}");
+        assert_eq!(reply.header("access-control-allow-origin"), None, "{path}: no CORS without an allowed origin");
+    }
+}
+
+#[tokio::test]
+async fn cors_answers_listed_origins_only() {
+    let host = Host::start(app_options().env("SPIN_VARIABLE_CORS_ALLOWED_ORIGINS", "http://localhost:4200"));
+    let preflight = |origin: &'static str| {
+        let host = &host;
+        async move {
+            let headers = [
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "authorization, content-type"),
+            ];
+            host.request("OPTIONS", "/api/articles", &headers, "").await
+        }
+    };
+
+    let allowed = preflight("http://localhost:4200").await;
+    let other = preflight("https://elsewhere.example").await;
+    let read = host.request("GET", "/api/tags", &[("origin", "http://localhost:4200")], "").await;
+    let read_elsewhere = host.request("GET", "/api/tags", &[("origin", "https://elsewhere.example")], "").await;
+
+    assert_eq!(allowed.status, 204, "{}", allowed.text());
+    assert_eq!(allowed.header("access-control-allow-origin"), Some("http://localhost:4200"));
+    assert_eq!(allowed.header("access-control-allow-methods"), Some("GET, POST, PUT, DELETE"));
+    assert_eq!(allowed.header("access-control-allow-headers"), Some("authorization, content-type, idempotency-key"));
+    assert_eq!(allowed.header("vary"), Some("Origin"));
+    assert_eq!(other.status, 405, "a preflight from another origin is an ordinary OPTIONS: {}", other.text());
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    assert_eq!(read.status, 200, "{}", read.text());
+    assert_eq!(read.header("access-control-allow-origin"), Some("http://localhost:4200"));
+    assert_eq!(read.header("access-control-expose-headers"), Some("x-request-id, retry-after"));
+    assert_eq!(read_elsewhere.status, 200);
+    assert_eq!(read_elsewhere.header("access-control-allow-origin"), None, "other origins get no CORS headers");
+}

@@ -88,9 +88,10 @@ impl Ctx {
     }
 }
 
-/// Runs `handler` for one request: builds the context, turns an error into
-/// the envelope (5xx bodies carry only the request id), adds `x-request-id`
-/// and writes the request's log line.
+/// Runs `handler` for one request: builds the context, answers a CORS
+/// preflight from an allowed origin, turns an error into the envelope (5xx
+/// bodies carry only the request id), adds `x-request-id` and the headers of
+/// `crate::cors`, and writes the request's log line.
 pub async fn serve(
     component: &'static str,
     request: Request,
@@ -99,11 +100,21 @@ pub async fn serve(
     let started = Instant::now();
     let ctx = Ctx::new(component, request.headers());
     let method = request.method().to_string();
+    let cors = crate::cors::CorsPolicy::load().await;
+    let origin = cors.allowed_origin(request.headers());
 
-    let (mut response, error) = match handler(&ctx, request).await {
+    let outcome = match cors.preflight(&request) {
+        Some(preflight) => {
+            ctx.set_route("preflight");
+            Ok(preflight)
+        }
+        None => handler(&ctx, request).await,
+    };
+    let (mut response, error) = match outcome {
         Ok(response) => (response, None),
         Err(error) => (error_response(&error, &ctx.request_id), error.log_cause()),
     };
+    crate::cors::finish(&mut response, origin);
     let error = error.or_else(|| ctx.note.borrow_mut().take());
     if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

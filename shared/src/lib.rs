@@ -3,6 +3,7 @@
 //! - [`http`]: the request wrapper, routing helpers, JSON bodies, responses;
 //! - [`error`]: the API's errors and their statuses;
 //! - [`json`]: reading fields out of request bodies with per-field messages;
+//! - [`cors`]: security headers on every response, CORS for allowed origins;
 //! - [`config`]: Spin variables and secrets;
 //! - [`db`]: MySQL through `spin:mysql/mysql@3.0.0`;
 //! - [`kv`]: the key-value store;
@@ -22,6 +23,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod error;
 pub mod events;
