@@ -8,7 +8,7 @@
 //! CORS is off unless the `cors_allowed_origins` variable lists exact
 //! origins (`https://app.example.com`, separated by commas; no wildcard,
 //! since responses carry users' data). A request from a listed origin gets
-//! `Access-Control-Allow-Origin` with that origin and `Vary: Origin`; a
+//! `Access-Control-Allow-Origin` with that origin and `Vary: Origin`. A
 //! preflight (`OPTIONS` with `Access-Control-Request-Method`) from one gets
 //! `204` with the allowed methods and headers. Other origins get no CORS
 //! headers, so browsers keep their responses from scripts.
@@ -22,7 +22,7 @@ use crate::http::{Response, no_content};
 pub const ALLOWED_METHODS: &str = "GET, POST, PUT, DELETE";
 /// The request headers a front end may send across origins.
 pub const ALLOWED_HEADERS: &str = "authorization, content-type, idempotency-key";
-/// How long a browser may reuse a preflight's answer.
+/// How long a browser may reuse a preflight's response, in seconds.
 pub const MAX_AGE_SECONDS: u32 = 600;
 /// The `Strict-Transport-Security` value: two years, subdomains included.
 pub const HSTS: &str = "max-age=63072000; includeSubDomains";
@@ -63,7 +63,7 @@ impl CorsPolicy {
         self.origins.iter().any(|allowed| *allowed == text).then(|| origin.clone())
     }
 
-    /// Answers a preflight from an allowed origin; `None` for any other request.
+    /// Builds the response to a preflight from an allowed origin; `None` for any other request.
     pub fn preflight(&self, request: &Request) -> Option<Response> {
         let is_preflight = request.method() == http::Method::OPTIONS
             && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
