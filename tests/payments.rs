@@ -854,6 +854,27 @@ async fn provider_outage_gets_retryable_503() {
     assert_eq!(app.fake.payments().len(), 2, "one provider payment per user");
 }
 
+#[tokio::test]
+async fn retry_recreates_missing_payment_row() {
+    let app = App::start();
+    let user = register_user(&app.host, "ann").await;
+    let key = unique_name("key");
+    app.fake.fail_next(1, 503);
+    let failed = request_top_up(&app.host, &user.token, Some(&key), eur_top_up(1000)).await;
+    // The key stays claimed for a payment whose row is gone, as when the
+    // first attempt failed between claiming the key and writing the row.
+    let mut db = admin_db().await;
+    db.exec_drop("DELETE FROM conduit_test_payments.payments WHERE user_id = ?", (user.id.clone(),)).await.unwrap();
+    db.disconnect().await.unwrap();
+
+    let retried = request_top_up(&app.host, &user.token, Some(&key), eur_top_up(1000)).await;
+    let listed = list_payments(&app.host, Some(&user.token), "").await;
+
+    assert_eq!(failed.status, 503, "{}", failed.text());
+    assert_eq!(retried.status, 201, "the retry writes the row again: {}", retried.text());
+    assert_eq!(payment_ids(&listed), [id_of(&created_top_up(&retried)).as_str()], "{}", listed.text());
+}
+
 // ---- validation ----
 
 #[tokio::test]

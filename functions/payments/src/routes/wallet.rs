@@ -92,7 +92,7 @@ pub async fn top_up(app: &App<'_>, request: Request) -> Result<Response, ApiErro
         Begin::Proceed { resource_id } => resource_id,
     };
 
-    let outcome = start_top_up(app, &caller.user_id, &body, existing.as_deref().unwrap_or(&new_id), existing.is_some()).await;
+    let outcome = start_top_up(app, &caller.user_id, &body, existing.as_deref().unwrap_or(&new_id)).await;
     if let Err(error) = claim.finish(&app.db, &outcome).await {
         app.ctx.note_error(format!("storing the idempotent outcome failed: {error}"));
     }
@@ -101,13 +101,16 @@ pub async fn top_up(app: &App<'_>, request: Request) -> Result<Response, ApiErro
     Ok(no_store(json_response(status, &body)))
 }
 
-/// Creates the payment row (unless an earlier attempt did), then the
-/// provider's payment, and returns the 201 body.
-async fn start_top_up(app: &App<'_>, user_id: &str, body: &Value, payment_id: &str, row_exists: bool) -> Result<(u16, Value), ApiError> {
+/// Creates the payment row (unless an earlier attempt with the key did),
+/// then the provider's payment, and returns the 201 body. The row is
+/// inserted whenever it is missing: an earlier attempt may have claimed the
+/// key and failed before writing it.
+async fn start_top_up(app: &App<'_>, user_id: &str, body: &Value, payment_id: &str) -> Result<(u16, Value), ApiError> {
     let (amount_minor, currency) = read_top_up(body, &app.currencies)?;
     let now = shared::time::now_micros();
-    if !row_exists {
-        store::insert_top_up(&app.db, payment_id, user_id, amount_minor, currency.code(), now).await?;
+    match store::insert_top_up(&app.db, payment_id, user_id, amount_minor, currency.code(), now).await {
+        Err(error) if error.code() == Some(shared::db::codes::DUPLICATE_KEY) => {}
+        other => other?,
     }
     let new_payment = NewPayment { payment_id, amount_minor, currency, description: "Conduit wallet top-up" };
     let remote = app.provider.create_payment(&new_payment, payment_id).await?;
