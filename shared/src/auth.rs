@@ -197,9 +197,9 @@ pub fn verify_request_token(key: &Ed25519PublicKey, settings: &TokenSettings, to
     })
 }
 
-/// What a component that only verifies user tokens needs: the public key
-/// (`token_public_key`) and the expected issuer and audience
-/// (`token_issuer`, `token_audience`), from its Spin variables.
+/// The user-token checks of a component that only verifies tokens: the
+/// public key (`token_public_key`) and the expected issuer and audience
+/// (`token_issuer`, `token_audience`), read from its Spin variables.
 pub struct Verifier {
     key: Ed25519PublicKey,
     settings: TokenSettings,

@@ -88,7 +88,7 @@ impl Ctx {
     }
 }
 
-/// Runs `handler` for one request: builds the context, answers a CORS
+/// Runs `handler` for one request: builds the context, responds to a CORS
 /// preflight from an allowed origin, turns an error into the envelope (5xx
 /// bodies carry only the request id), adds `x-request-id` and the headers of
 /// `crate::cors`, and writes the request's log line.

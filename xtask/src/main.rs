@@ -309,9 +309,10 @@ fn ensure_public_key() -> Result<()> {
     if text.lines().any(|l| l.trim() == line) {
         return Ok(());
     }
-    let mut kept: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with(&format!("{PUBLIC_KEY_VARIABLE}="))).collect();
-    kept.push(&line);
-    std::fs::write(&path, kept.join("\n") + "\n").map_err(|e| format!("cannot write .env: {e}"))?;
+    let prefix = format!("{PUBLIC_KEY_VARIABLE}=");
+    let mut lines: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with(&prefix)).collect();
+    lines.push(&line);
+    std::fs::write(&path, lines.join("\n") + "\n").map_err(|e| format!("cannot write .env: {e}"))?;
     eprintln!("xtask: wrote {PUBLIC_KEY_VARIABLE} (the public half of the user-token key) to .env");
     Ok(())
 }

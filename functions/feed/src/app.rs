@@ -84,7 +84,7 @@ impl<'a> App<'a> {
     }
 }
 
-/// The 401 for a valid token whose user neither feed nor profiles has.
+/// Builds the 401 for a valid token whose user neither feed nor profiles has.
 pub fn unknown_user() -> ApiError {
     ApiError::Unauthorized("the token's user no longer exists".into())
 }

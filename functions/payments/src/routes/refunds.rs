@@ -49,8 +49,8 @@ fn read_amount(body: &Value) -> Result<Option<i64>, ApiError> {
     Ok(amount)
 }
 
-fn insufficient(whose: &str) -> ApiError {
-    ApiError::Conflict(format!("{whose} wallet lacks the amount to refund; nothing was changed"))
+fn insufficient(wallet_owner: &str) -> ApiError {
+    ApiError::Conflict(format!("{wallet_owner} wallet lacks the amount to refund; nothing was changed"))
 }
 
 pub async fn create(app: &App<'_>, request: Request, id: &str) -> Result<Response, ApiError> {
@@ -94,7 +94,7 @@ pub async fn create(app: &App<'_>, request: Request, id: &str) -> Result<Respons
                 reverse_tip(tx, &payment, &refund).await?;
                 store::audit(tx, &caller.user_id, "refund", &payment.id, amount, &payment.currency).await?;
             } else {
-                let held = ledger::transfer(
+                let moved_to_pending = ledger::transfer(
                     tx,
                     "refund_hold",
                     &payment.id,
@@ -104,7 +104,7 @@ pub async fn create(app: &App<'_>, request: Request, id: &str) -> Result<Respons
                     &payment.currency,
                 )
                 .await?;
-                if !held {
+                if !moved_to_pending {
                     return Err(insufficient("the user's"));
                 }
             }
