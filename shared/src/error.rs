@@ -63,6 +63,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 422: well-formed but invalid; every field at fault is named.
     Validation(FieldErrors),
+    /// 429 with `Retry-After`: the caller must wait this many seconds.
+    TooManyRequests { message: String, retry_after_seconds: u64 },
     /// 503 with `Retry-After`: a dependency (database, store) is unreachable.
     Unavailable(String),
     /// 500: our fault. The cause goes to the log, never to the client.
@@ -88,6 +90,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,7 +105,8 @@ impl ApiError {
             | Self::Unauthorized(message)
             | Self::Forbidden(message)
             | Self::NotFound(message)
-            | Self::Conflict(message) => vec![message.clone()],
+            | Self::Conflict(message)
+            | Self::TooManyRequests { message, .. } => vec![message.clone()],
             Self::MethodNotAllowed(_) => vec!["method not allowed".into()],
             Self::PayloadTooLarge(limit) => vec![format!("body is larger than {limit} bytes")],
             Self::UnsupportedMediaType => vec!["content type must be application/json".into()],

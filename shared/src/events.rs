@@ -163,6 +163,8 @@ pub struct PushReport {
 pub struct Outbox {
     producer: &'static str,
     consumers: Vec<String>,
+    /// The consumers of events recorded by [`Outbox::record_for`], by event id.
+    narrowed: std::cell::RefCell<std::collections::HashMap<String, Vec<String>>>,
     /// The request id, written as the lease owner of what this request claims.
     owner: String,
 }
@@ -175,7 +177,12 @@ impl Outbox {
             Ok(value) => value,
             Err(_) => return Err(ConfigError::new("event_consumers", "is required but not set").into()),
         };
-        Ok(Self { producer: ctx.component, consumers: parse_consumers(&value)?, owner: ctx.request_id.clone() })
+        Ok(Self {
+            producer: ctx.component,
+            consumers: parse_consumers(&value)?,
+            narrowed: Default::default(),
+            owner: ctx.request_id.clone(),
+        })
     }
 
     /// Records an event in the caller's transaction: bumps the aggregate's
@@ -184,6 +191,36 @@ impl Outbox {
     pub async fn record(
         &self,
         tx: &Tx<'_>,
+        kind: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        payload: Value,
+    ) -> Result<Event, DbError> {
+        self.record_to(tx, &self.consumers, kind, aggregate_type, aggregate_id, payload).await
+    }
+
+    /// Records an event as [`Outbox::record`] does, delivered only to those
+    /// of the configured consumers that `only` names: for events carrying data
+    /// that other consumers have no need to see, such as an email address.
+    pub async fn record_for(
+        &self,
+        tx: &Tx<'_>,
+        only: &[&str],
+        kind: &str,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        payload: Value,
+    ) -> Result<Event, DbError> {
+        let consumers: Vec<String> = self.consumers.iter().filter(|c| only.contains(&c.as_str())).cloned().collect();
+        let event = self.record_to(tx, &consumers, kind, aggregate_type, aggregate_id, payload).await?;
+        self.narrowed.borrow_mut().insert(event.id.clone(), consumers);
+        Ok(event)
+    }
+
+    async fn record_to(
+        &self,
+        tx: &Tx<'_>,
+        consumers: &[String],
         kind: &str,
         aggregate_type: &str,
         aggregate_id: &str,
@@ -221,13 +258,13 @@ impl Outbox {
             params![&event.id, kind, aggregate_type, aggregate_id, version, now, event.payload.to_string()],
         )
         .await?;
-        if !self.consumers.is_empty() {
+        if !consumers.is_empty() {
             let statement = format!(
                 "INSERT INTO outbox_deliveries (event_id, consumer, next_attempt_at, lease_until, lease_owner) VALUES {}",
-                placeholders(self.consumers.len(), 5)
+                placeholders(consumers.len(), 5)
             );
-            let mut values = Vec::with_capacity(self.consumers.len() * 5);
-            for consumer in &self.consumers {
+            let mut values = Vec::with_capacity(consumers.len() * 5);
+            for consumer in consumers {
                 values.extend(params![&event.id, consumer, now, now + PUSH_LEASE_SECONDS * SECOND, &self.owner]);
             }
             tx.execute(&statement, values).await?;
@@ -239,12 +276,12 @@ impl Outbox {
     /// consumer within [`PUSH_DEADLINE`], and records the outcomes. Failures
     /// are noted in the request's log line and left to dispatch.
     pub async fn push(&self, ctx: &Ctx, db: &Db, service: &ServiceKey, events: &[Event]) -> PushReport {
+        let narrowed = self.narrowed.borrow().clone();
         let deliveries: Vec<(Delivery, &Event)> = events
             .iter()
             .flat_map(|event| {
-                self.consumers.iter().map(move |consumer| {
-                    (Delivery { event_id: event.id.clone(), consumer: consumer.clone() }, event)
-                })
+                let consumers = narrowed.get(&event.id).unwrap_or(&self.consumers).clone();
+                consumers.into_iter().map(move |consumer| (Delivery { event_id: event.id.clone(), consumer }, event))
             })
             .collect();
         self.deliver(ctx, db, service, deliveries, PUSH_DEADLINE).await
@@ -421,6 +458,13 @@ pub trait Projection {
     /// Returns the `(producer, aggregate type)` pairs this consumer keeps;
     /// events of other aggregates are acknowledged and ignored.
     fn subscriptions(&self) -> &'static [(&'static str, &'static str)];
+
+    /// Returns the subscriptions that [`resync`] rebuilds from their
+    /// producers' snapshots: all of them unless a consumer keeps aggregates
+    /// whose past it must not replay (notifications would notify again).
+    fn resyncs(&self) -> &'static [(&'static str, &'static str)] {
+        self.subscriptions()
+    }
 
     /// Applies an event newer than anything stored for its aggregate, inside
     /// the transaction that records it. A deletion must remove what the
@@ -617,7 +661,7 @@ pub async fn resync(
 ) -> Result<u32, ApiError> {
     let mut pages = 0;
     let mut applied = 0;
-    for (producer, aggregate_type) in projection.subscriptions() {
+    for (producer, aggregate_type) in projection.resyncs() {
         let state = db
             .query_one(
                 "SELECT after_id, finished_at FROM resync_state WHERE producer = ? AND aggregate_type = ?",

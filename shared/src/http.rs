@@ -147,6 +147,9 @@ pub fn error_response(error: &ApiError, request_id: &str) -> Response {
         ApiError::Unavailable(_) => {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
+        ApiError::TooManyRequests { retry_after_seconds, .. } => {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+        }
         // RFC 9110 requires a challenge on every 401. `Bearer` is the
         // registered scheme; the RealWorld `Token` scheme is accepted as well.
         ApiError::Unauthorized(_) => {
@@ -238,6 +241,11 @@ pub(crate) fn decode_percent(text: &str, plus_is_space: bool) -> Option<String> 
 /// as JSON gets 415, a larger one 413, one that does not parse 400.
 pub async fn read_json(request: Request, limit: usize) -> Result<serde_json::Value, ApiError> {
     check_json_content_type(request.headers())?;
+    parse_json(&read_bytes(request, limit).await?)
+}
+
+/// Reads a body of at most `limit` bytes, whatever its type: 413 when larger.
+pub async fn read_bytes(request: Request, limit: usize) -> Result<Bytes, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -258,7 +266,7 @@ pub async fn read_json(request: Request, limit: usize) -> Result<serde_json::Val
             }
         })?
         .to_bytes();
-    parse_json(&body)
+    Ok(body)
 }
 
 /// Accepts `application/json`, with parameters (`; charset=utf-8`) or the `+json` suffix.

@@ -46,6 +46,31 @@ impl Query {
         }
     }
 
+    /// Reads `limit` strictly: `default` when absent, an integer from 1 to
+    /// `max` otherwise (422 beyond it, for APIs that never promised a cap).
+    pub fn bounded_limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
+        let Some(text) = self.get("limit")? else { return Ok(default) };
+        match parse_integer(text) {
+            Some(n) if (1..=u64::from(max)).contains(&n) => Ok(n as u32),
+            _ => Err(ApiError::invalid("limit", format!("must be a whole number from 1 to {max}"))),
+        }
+    }
+
+    /// Reads `cursor`: `None` when absent, 422 when it is not one [`Cursor::encode`] made.
+    pub fn cursor(&self) -> Result<Option<Cursor>, ApiError> {
+        self.get("cursor")?
+            .map(|text| Cursor::decode(text).ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API returned")))
+            .transpose()
+    }
+
+    /// Rejects any parameter not in `known` with a 422 naming it.
+    pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.pairs.iter().find(|(name, _)| !known.contains(&name.as_str())) {
+            Some((name, _)) => Err(ApiError::invalid(name, "is not a known parameter")),
+            None => Ok(()),
+        }
+    }
+
     /// Reads `offset`: 0 when absent, an integer from 0 to [`MAX_OFFSET`] otherwise.
     pub fn offset(&self) -> Result<u64, ApiError> {
         let Some(text) = self.get("offset")? else { return Ok(0) };
@@ -53,6 +78,28 @@ impl Query {
             Some(n) if n <= MAX_OFFSET => Ok(n),
             _ => Err(ApiError::invalid("offset", format!("must be a whole number from 0 to {MAX_OFFSET}"))),
         }
+    }
+}
+
+/// A position in a list ordered newest first on `(created_at, id)`: the
+/// next page starts after it, so pages neither skip nor repeat an item while
+/// newer ones arrive. Written `<created_at>.<id>`; clients treat it as opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: i64,
+    /// A UUID.
+    pub id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at, self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (created_at, id) = text.split_once('.')?;
+        let created_at = parse_integer(created_at).and_then(|n| i64::try_from(n).ok())?;
+        crate::ids::is_uuid(id).then(|| Self { created_at, id: id.to_string() })
     }
 }
 
@@ -73,6 +120,27 @@ fn decode(text: &str) -> Result<String, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_others() {
+        let cursor = Cursor { created_at: 1_733_000_000_000_000, id: "0190a0b1-0000-7000-8000-000000000001".into() };
+        assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor));
+        for bad in ["", "12", "x.0190a0b1-0000-7000-8000-000000000001", "-1.0190a0b1-0000-7000-8000-000000000001", "12.not-a-uuid"] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bounded_limits_and_unknown_parameters_are_422() {
+        let parse = |q: &str| Query::parse(Some(q)).unwrap();
+        assert_eq!(parse("").bounded_limit(20, 100).unwrap(), 20);
+        assert_eq!(parse("limit=100").bounded_limit(20, 100).unwrap(), 100);
+        for bad in ["limit=0", "limit=101", "limit=x", "limit=1&limit=2"] {
+            assert!(parse(bad).bounded_limit(20, 100).is_err(), "{bad}");
+        }
+        assert!(parse("limit=1&unread=true").only(&["limit", "unread"]).is_ok());
+        assert!(parse("limit=1&offset=2").only(&["limit", "unread"]).is_err());
+    }
 
     fn field_of(error: ApiError) -> String {
         match error {

@@ -2,6 +2,7 @@
 //! loopback port with a manifest, send it requests, read its log lines.
 
 mod accounts;
+pub mod fake_brevo;
 pub mod fake_mollie;
 
 pub use accounts::{TEST_PASSWORD, TestUser, dispatch, email_of, grant_admin, log_in, register_user, subject_of, unique_name};

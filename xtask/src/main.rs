@@ -18,7 +18,7 @@ const NATIVE_PACKAGES: [&str; 4] = ["conduit-host", "conduit-admin", "shared", "
 /// The test suite's known secrets and schema prefix (see the file).
 const TEST_ENV: &str = "tests/test.env";
 /// The variables `up` generates into `.env` when they are missing: name and random bytes.
-const LOCAL_SECRETS: [(&str, usize); 8] = [
+const LOCAL_SECRETS: [(&str, usize); 10] = [
     ("SPIN_VARIABLE_PROFILES_DB_PASSWORD", 16),
     ("SPIN_VARIABLE_FEED_DB_PASSWORD", 16),
     ("SPIN_VARIABLE_PAYMENTS_DB_PASSWORD", 16),
@@ -28,6 +28,9 @@ const LOCAL_SECRETS: [(&str, usize); 8] = [
     ("SPIN_VARIABLE_SCHEDULER_TOKEN", 24),
     // A placeholder, so the app starts: top-ups need a real Mollie test key here.
     ("SPIN_VARIABLE_PAYMENT_PROVIDER_API_KEY", 15),
+    // A placeholder as well: emails stay queued until a Brevo key is set here.
+    ("SPIN_VARIABLE_EMAIL_PROVIDER_API_KEY", 15),
+    ("SPIN_VARIABLE_EMAIL_UNSUBSCRIBE_KEY", 32),
 ];
 
 type Result<T> = std::result::Result<T, String>;

@@ -7,6 +7,17 @@
 //!   profiles in an event.
 //! - `follow.created`, `follow.deleted` on the `follow` aggregate
 //!   (id = `<follower id>:<followee id>`), payload `{follower_id, followee_id}`.
+//!
+//! Two aggregates carry an email address and go to notifications only
+//! ([`EMAIL_CONSUMERS`]), which sends the email:
+//! - `email.updated`, `email.deleted` on the `email` aggregate (id = the
+//!   user's id), payload `{user_id, email, verified}`; a deletion `{user_id}`.
+//!   Recorded at registration, on an address change, on verification and
+//!   when the user is deleted.
+//! - `email_verification.requested` on the `email_verification` aggregate
+//!   (id = the user's id), payload `{user_id, email, token, expires_at}`:
+//!   the link to send. The token lives in this event (and in notifications'
+//!   email outbox) until the email is sent; profiles stores only its hash.
 
 use serde_json::{Value, json};
 use shared::db::{DbError, Row, Statements, Tx};
@@ -17,6 +28,10 @@ use crate::store::User;
 
 pub const USER: &str = "user";
 pub const FOLLOW: &str = "follow";
+pub const EMAIL: &str = "email";
+pub const EMAIL_VERIFICATION: &str = "email_verification";
+/// The only consumers that receive email addresses.
+pub const EMAIL_CONSUMERS: &[&str] = &["notifications"];
 
 fn user_payload(user: &User) -> Value {
     json!({
@@ -36,6 +51,38 @@ pub async fn user_changed(outbox: &Outbox, tx: &Tx<'_>, kind: &str, user: &User)
 
 pub async fn user_deleted(outbox: &Outbox, tx: &Tx<'_>, user_id: &str) -> Result<Event, DbError> {
     outbox.record(tx, "user.deleted", USER, user_id, json!({ "id": user_id })).await
+}
+
+fn email_payload(user: &User) -> Value {
+    json!({ "user_id": user.id, "email": user.email, "verified": user.email_verified })
+}
+
+/// Records `email.updated` with the user's current address and its state.
+pub async fn email_changed(outbox: &Outbox, tx: &Tx<'_>, user: &User) -> Result<Event, DbError> {
+    outbox.record_for(tx, EMAIL_CONSUMERS, "email.updated", EMAIL, &user.id, email_payload(user)).await
+}
+
+pub async fn email_deleted(outbox: &Outbox, tx: &Tx<'_>, user_id: &str) -> Result<Event, DbError> {
+    outbox.record_for(tx, EMAIL_CONSUMERS, "email.deleted", EMAIL, user_id, json!({ "user_id": user_id })).await
+}
+
+/// Records the request for a verification link to `user`'s current address.
+pub async fn verification_requested(
+    outbox: &Outbox,
+    tx: &Tx<'_>,
+    user: &User,
+    token: &str,
+    expires_at: i64,
+) -> Result<Event, DbError> {
+    let payload = json!({
+        "user_id": user.id,
+        "email": user.email,
+        "token": token,
+        "expires_at": shared::time::rfc3339(expires_at),
+    });
+    outbox
+        .record_for(tx, EMAIL_CONSUMERS, "email_verification.requested", EMAIL_VERIFICATION, &user.id, payload)
+        .await
 }
 
 /// Records `follow.created` or, when `following` is false, `follow.deleted`.
@@ -72,6 +119,25 @@ pub async fn snapshots(db: &impl Statements, query: &ResyncQuery) -> Result<Opti
                 .map(|row| {
                     let user = User::from_row(row)?;
                     Ok(Event::snapshot("profiles", USER, &user.id, row.get("version")?, user_payload(&user)))
+                })
+                .collect::<Result<Vec<_>, DbError>>()
+                .map(Some)
+        }
+        EMAIL => {
+            let statement = format!(
+                "SELECT {}, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
+                 FROM users u
+                 LEFT JOIN event_versions v ON v.aggregate_type = 'email' AND v.aggregate_id = u.id
+                 WHERE {} ORDER BY u.id LIMIT ?",
+                crate::store::USER_COLUMNS,
+                if query.id.is_some() { "u.id = ?" } else { "u.id > ?" }
+            );
+            let from = query.id.as_deref().unwrap_or(&query.after);
+            let rows = db.query(&statement, params![from, query.limit]).await?;
+            rows.iter()
+                .map(|row| {
+                    let user = User::from_row(row)?;
+                    Ok(Event::snapshot("profiles", EMAIL, &user.id, row.get("version")?, email_payload(&user)))
                 })
                 .collect::<Result<Vec<_>, DbError>>()
                 .map(Some)

@@ -27,6 +27,8 @@ enum Route {
     Follow(String),
     Unfollow(String),
     LogoutAll,
+    RequestVerification,
+    VerifyEmail,
     SetRoles(String),
     DeleteUser(String),
     Resync,
@@ -56,6 +58,14 @@ fn resolve(method: &Method, path: &str) -> (&'static str, Result<Route, ApiError
                 "PUT" => Ok(Route::UpdateUser),
                 _ => allow("GET, PUT"),
             },
+        ),
+        ["api", "user", "email-verification"] => (
+            "/api/user/email-verification",
+            if m == "POST" { Ok(Route::RequestVerification) } else { allow("POST") },
+        ),
+        ["api", "users", "verify-email"] => (
+            "/api/users/verify-email",
+            if m == "POST" { Ok(Route::VerifyEmail) } else { allow("POST") },
         ),
         ["api", "user", "logout-all"] => (
             "/api/user/logout-all",
@@ -120,6 +130,8 @@ async fn dispatch(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
         Route::Follow(username) => routes::profiles::follow(&app, request, &username).await,
         Route::Unfollow(username) => routes::profiles::unfollow(&app, request, &username).await,
         Route::LogoutAll => routes::users::logout_all(&app, request).await,
+        Route::RequestVerification => routes::email::request(&app, request).await,
+        Route::VerifyEmail => routes::email::verify(&app, request).await,
         Route::SetRoles(username) => routes::admin::set_roles(&app, request, &username).await,
         Route::DeleteUser(username) => routes::admin::delete_user(&app, request, &username).await,
         Route::Resync => routes::ops::resync(&app, request).await,

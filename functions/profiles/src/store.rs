@@ -13,6 +13,8 @@ pub struct User {
     pub id: String,
     pub username: String,
     pub email: String,
+    /// Whether the current address was confirmed through a verification link.
+    pub email_verified: bool,
     pub bio: String,
     pub image: String,
     pub token_version: u64,
@@ -33,6 +35,7 @@ impl User {
             id: row.get("id")?,
             username: row.get("username")?,
             email: row.get("email")?,
+            email_verified: row.get("email_verified")?,
             bio: row.get("bio")?,
             image: row.get("image")?,
             token_version: row.get("token_version")?,
@@ -50,7 +53,8 @@ pub struct Credentials {
 }
 
 /// The columns of [`User`], with granted roles folded into one value.
-pub const USER_COLUMNS: &str = "u.id, u.username, u.email, u.bio, u.image, u.token_version,
+pub const USER_COLUMNS: &str = "u.id, u.username, u.email, u.email_verified_at IS NOT NULL AS email_verified,
+    u.bio, u.image, u.token_version,
     (SELECT GROUP_CONCAT(r.role ORDER BY r.role SEPARATOR ',') FROM user_roles r WHERE r.user_id = u.id) AS roles";
 
 pub async fn user_by_id(db: &impl Statements, id: &str) -> Result<Option<User>, DbError> {
@@ -116,8 +120,10 @@ pub async fn insert_user(db: &impl Statements, user: &NewUser<'_>) -> Result<(),
 }
 
 /// The new values of a user's row; `password_hash` is `Some` on a password
-/// change, which also bumps the token version.
+/// change, which also bumps the token version. A new email address clears
+/// its verification (`email_changed`).
 pub struct UserUpdate<'a> {
+    pub email_changed: bool,
     pub username: &'a str,
     pub username_key: &'a str,
     pub email: &'a str,
@@ -131,6 +137,7 @@ pub struct UserUpdate<'a> {
 pub async fn update_user(db: &impl Statements, id: &str, update: &UserUpdate<'_>) -> Result<(), DbError> {
     db.execute(
         "UPDATE users SET username = ?, username_key = ?, email = ?, email_key = ?, bio = ?, image = ?,
+                email_verified_at = IF(?, NULL, email_verified_at),
                 password_hash = COALESCE(?, password_hash),
                 token_version = token_version + IF(? IS NULL, 0, 1),
                 updated_at = ?
@@ -142,6 +149,7 @@ pub async fn update_user(db: &impl Statements, id: &str, update: &UserUpdate<'_>
             update.email_key,
             update.bio,
             update.image,
+            update.email_changed,
             update.password_hash,
             update.password_hash,
             update.now,
@@ -260,4 +268,78 @@ pub async fn change_roles(
 
 pub async fn delete_user(db: &impl Statements, id: &str) -> Result<(), DbError> {
     db.execute("DELETE FROM users WHERE id = ?", params![id]).await
+}
+
+// ---- email verification ----
+
+/// A pending verification link, looked up by its token's hash.
+pub struct Verification {
+    pub user_id: String,
+    pub email_key: String,
+    pub expires_at: i64,
+}
+
+/// Reads and locks the time a verification link last went to an address.
+pub async fn lock_last_verification_send(db: &impl Statements, email_key: &str) -> Result<Option<i64>, DbError> {
+    let row = db
+        .query_one("SELECT last_sent_at FROM email_verification_sends WHERE email_key = ? FOR UPDATE", params![email_key])
+        .await?;
+    row.map(|row| row.get("last_sent_at")).transpose()
+}
+
+/// Stores a new link's token hash and the time it goes to the address (two statements).
+pub async fn insert_verification(
+    db: &impl Statements,
+    token_hash: &str,
+    user_id: &str,
+    email_key: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO email_verifications (token_hash, user_id, email_key, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        params![token_hash, user_id, email_key, now, expires_at],
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO email_verification_sends (email_key, last_sent_at) VALUES (?, ?)
+         ON DUPLICATE KEY UPDATE last_sent_at = VALUES(last_sent_at)",
+        params![email_key, now],
+    )
+    .await
+}
+
+/// Reads and locks the link whose token has this hash.
+pub async fn lock_verification(db: &impl Statements, token_hash: &str) -> Result<Option<Verification>, DbError> {
+    let row = db
+        .query_one(
+            "SELECT user_id, email_key, expires_at FROM email_verifications WHERE token_hash = ? FOR UPDATE",
+            params![token_hash],
+        )
+        .await?;
+    row.map(|row| Ok(Verification { user_id: row.get("user_id")?, email_key: row.get("email_key")?, expires_at: row.get("expires_at")? }))
+        .transpose()
+}
+
+/// Marks the user's current address verified.
+pub async fn set_email_verified(db: &impl Statements, user_id: &str, now: i64) -> Result<(), DbError> {
+    db.execute("UPDATE users SET email_verified_at = ?, updated_at = ? WHERE id = ?", params![now, now, user_id]).await
+}
+
+/// Deletes every pending link of a user (after verifying, or when the address changes).
+pub async fn delete_verifications(db: &impl Statements, user_id: &str) -> Result<(), DbError> {
+    db.execute("DELETE FROM email_verifications WHERE user_id = ?", params![user_id]).await
+}
+
+
+/// Purges expired links and send times older than `sends_before`, at most
+/// `limit` rows each (two statements).
+pub async fn purge_verifications(db: &impl Statements, now: i64, sends_before: i64, limit: u32) -> Result<(), DbError> {
+    db.execute("DELETE FROM email_verifications WHERE expires_at < ? ORDER BY expires_at LIMIT ?", params![now, limit])
+        .await?;
+    db.execute(
+        "DELETE FROM email_verification_sends WHERE last_sent_at < ? ORDER BY last_sent_at LIMIT ?",
+        params![sends_before, limit],
+    )
+    .await
 }

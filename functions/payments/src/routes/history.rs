@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use shared::ApiError;
 use shared::auth::ROLE_ADMIN;
 use shared::http::{Response, json as json_response, no_store};
-use shared::query::Query;
+use shared::query::{Cursor, Query};
 use spin_sdk::http::{Request, StatusCode};
 
 use crate::app::App;
@@ -17,24 +17,14 @@ pub const MAX_LIMIT: u32 = 100;
 
 /// Encodes the position after a payment: its creation time and id.
 fn cursor_of(payment: &store::Payment) -> String {
-    format!("{}.{}", payment.created_at, payment.id)
-}
-
-fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
-    let invalid = || ApiError::invalid("cursor", "is not a cursor this API returned");
-    let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
-    let micros: i64 = micros.parse().map_err(|_| invalid())?;
-    if !shared::ids::is_uuid(id) {
-        return Err(invalid());
-    }
-    Ok((micros, id.to_string()))
+    Cursor { created_at: payment.created_at, id: payment.id.clone() }.encode()
 }
 
 pub async fn list(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
     let caller = app.caller(request.headers()).await?;
     let query = Query::parse(request.uri().query())?;
     let limit = query.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
-    let after = query.get("cursor")?.map(parse_cursor).transpose()?;
+    let after = query.cursor()?.map(|cursor| (cursor.created_at, cursor.id));
 
     // One row more than the page shows whether another page follows.
     let mut payments = store::history(&app.db, &caller.user_id, after.as_ref().map(|(at, id)| (*at, id.as_str())), limit + 1).await?;

@@ -4,7 +4,6 @@
 //! provider, and the provider's state is applied. An id this component does not know,
 //! or a payment already final, is acknowledged with `200` and changes nothing.
 
-use http_body_util::BodyExt;
 use shared::ApiError;
 use shared::http::{Response, with_body};
 use shared::query::Query;
@@ -32,11 +31,7 @@ pub async fn receive(app: &App<'_>, request: Request) -> Result<Response, ApiErr
     if content_type != "application/x-www-form-urlencoded" {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = http_body_util::Limited::new(request.into_body(), BODY_LIMIT)
-        .collect()
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(BODY_LIMIT))?
-        .to_bytes();
+    let body = shared::http::read_bytes(request, BODY_LIMIT).await?;
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
     let form = Query::parse(Some(text))?;
     let id = form.get("id")?.unwrap_or("");

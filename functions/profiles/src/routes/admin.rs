@@ -102,7 +102,7 @@ pub async fn set_roles(app: &App<'_>, request: Request, username: &str) -> Resul
 /// An admin cannot delete their own account this way.
 pub async fn delete_user(app: &App<'_>, request: Request, username: &str) -> Result<Response, ApiError> {
     let caller = admin(app, &request).await?;
-    let event = app
+    let published = app
         .db
         .transaction(async |tx| {
             let user = store::lock_user_by_username(tx, &normalised_key(username)).await?.ok_or_else(not_found)?;
@@ -110,9 +110,12 @@ pub async fn delete_user(app: &App<'_>, request: Request, username: &str) -> Res
                 return Err(ApiError::invalid("username", "is your own; another admin must delete it"));
             }
             store::delete_user(tx, &user.id).await?;
-            Ok(events::user_deleted(&app.outbox, tx, &user.id).await?)
+            Ok([
+                events::user_deleted(&app.outbox, tx, &user.id).await?,
+                events::email_deleted(&app.outbox, tx, &user.id).await?,
+            ])
         })
         .await?;
-    app.publish(&[event]).await;
+    app.publish(&published).await;
     Ok(no_store(shared::http::no_content()))
 }

@@ -22,6 +22,7 @@ fn user_response(status: StatusCode, user: &User, token: &str) -> Response {
         status,
         &json!({ "user": {
             "email": user.email,
+            "emailVerified": user.email_verified,
             "token": token,
             "username": user.username,
             "bio": user.bio,
@@ -85,6 +86,7 @@ pub async fn register(app: &App<'_>, request: Request) -> Result<Response, ApiEr
         id: shared::ids::uuid_v7(),
         username,
         email,
+        email_verified: false,
         bio: String::new(),
         image: String::new(),
         token_version: 1,
@@ -99,17 +101,20 @@ pub async fn register(app: &App<'_>, request: Request) -> Result<Response, ApiEr
         password_hash: &password_hash,
         now: shared::time::now_micros(),
     };
-    let event = app
+    let published = app
         .db
         .transaction(async |tx| {
             store::insert_user(tx, &new_user).await.map_err(|error| match duplicate_field(&error) {
                 Some(field) => ApiError::invalid(field, "has already been taken"),
                 None => error.into(),
             })?;
-            Ok(events::user_changed(&app.outbox, tx, "user.created", &user).await?)
+            Ok([
+                events::user_changed(&app.outbox, tx, "user.created", &user).await?,
+                events::email_changed(&app.outbox, tx, &user).await?,
+            ])
         })
         .await?;
-    app.publish(&[event]).await;
+    app.publish(&published).await;
 
     let token = app.issue_token(&user)?;
     Ok(user_response(StatusCode::CREATED, &user, &token))
@@ -167,22 +172,25 @@ pub async fn update(app: &App<'_>, request: Request) -> Result<Response, ApiErro
     };
     let now = shared::time::now_micros();
 
-    let (user, event) = app
+    let (user, published) = app
         .db
         .transaction(async |tx| {
             let current = store::lock_user(tx, &identity.user_id)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
             check_version(&identity, &current)?;
-            let updated = changes.apply(&current, password_hash.is_some());
+            let mut updated = changes.apply(&current, password_hash.is_some());
 
             let keys = |user: &User| (text::normalised_key(&user.username), text::normalised_key(&user.email));
             let (username_key, email_key) = keys(&updated);
+            let email_changed = email_key != text::normalised_key(&current.email);
+            updated.email_verified &= !email_changed;
             if keys(&current) != (username_key.clone(), email_key.clone()) {
                 let (username_taken, email_taken) = store::taken(tx, &username_key, &email_key, &current.id).await?;
                 taken_errors(username_taken, email_taken)?;
             }
             let change = UserUpdate {
+                email_changed,
                 username: &updated.username,
                 username_key: &username_key,
                 email: &updated.email,
@@ -196,11 +204,16 @@ pub async fn update(app: &App<'_>, request: Request) -> Result<Response, ApiErro
                 Some(field) => ApiError::invalid(field, "has already been taken"),
                 None => error.into(),
             })?;
-            let event = events::user_changed(&app.outbox, tx, "user.updated", &updated).await?;
-            Ok((updated, event))
+            let mut published = vec![events::user_changed(&app.outbox, tx, "user.updated", &updated).await?];
+            if email_changed {
+                // A link sent to the old address must not verify the new one.
+                store::delete_verifications(tx, &current.id).await?;
+                published.push(events::email_changed(&app.outbox, tx, &updated).await?);
+            }
+            Ok((updated, published))
         })
         .await?;
-    app.publish(&[event]).await;
+    app.publish(&published).await;
 
     let token = if password_hash.is_some() { app.issue_token(&user)? } else { token };
     Ok(user_response(StatusCode::OK, &user, &token))
@@ -295,6 +308,7 @@ impl Changes {
             id: current.id.clone(),
             username: self.username.clone().unwrap_or_else(|| current.username.clone()),
             email: self.email.clone().unwrap_or_else(|| current.email.clone()),
+            email_verified: current.email_verified,
             bio: cleared_or(&self.bio, &current.bio),
             image: cleared_or(&self.image, &current.image),
             token_version: current.token_version + u64::from(password_changed),
