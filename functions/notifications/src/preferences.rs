@@ -57,8 +57,8 @@ impl Preferences {
 pub fn parse_update(body: &Value) -> Result<Vec<(&'static str, &'static str, bool)>, ApiError> {
     let problem = |message: String| ApiError::invalid("preferences", message);
     let object = body.as_object().ok_or_else(|| problem("must be sent as {\"preferences\": {…}}".into()))?;
-    if let Some(other) = object.keys().find(|key| *key != "preferences") {
-        return Err(ApiError::invalid(other, "is not a known field"));
+    if object.keys().any(|key| key != "preferences") {
+        return Err(problem("must be the only key of the body".into()));
     }
     let types = object
         .get("preferences")
