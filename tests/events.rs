@@ -49,11 +49,13 @@ async fn query<T: mysql_async::prelude::FromRow + Send + 'static>(statement: &st
     rows
 }
 
-/// Returns the events profiles recorded for an aggregate, oldest first: (id, type, version).
+/// Returns the user or follow events profiles recorded for an aggregate id,
+/// oldest first: (id, type, version). The `email` events of a user share its
+/// id and are left out: they go to notifications only.
 async fn events_of(aggregate_id: &str) -> Vec<(String, String, u64)> {
     query(
         "SELECT id, type, aggregate_version FROM conduit_test_profiles.outbox_events
-         WHERE aggregate_id = ? ORDER BY aggregate_version",
+         WHERE aggregate_type IN ('user', 'follow') AND aggregate_id = ? ORDER BY aggregate_version",
         vec![aggregate_id.to_string()],
     )
     .await

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use conduit_tests::{Host, Reply, admin_db, app_options, test_env_value, with_and_without_reuse};
+use conduit_tests::{Host, Reply, admin_db, app_options, register_user, test_env_value, with_and_without_reuse};
 use jwt_simple::prelude::*;
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
@@ -682,6 +682,21 @@ async fn responses_carry_security_headers() {
         assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{path}");
         assert_eq!(reply.header("strict-transport-security"), Some("max-age=63072000; includeSubDomains"), "{path}");
         assert_eq!(reply.header("access-control-allow-origin"), None, "{path}: no CORS without an allowed origin");
+    }
+}
+
+#[tokio::test]
+async fn responses_to_authenticated_requests_are_not_stored() {
+    let host = Host::start(app_options());
+    let user = register_user(&host, "nostore").await;
+
+    // Routes of every component that set no cache header of their own.
+    for path in ["/api/articles", "/api/tags", "/api/profiles/nobody-here", "/api/notifications/preferences"] {
+        let signed_in = host.send("GET", path, Some(&user.token)).await;
+        let anonymous = host.get(path).await;
+
+        assert_eq!(signed_in.header("cache-control"), Some("no-store"), "{path}: {}", signed_in.status);
+        assert_eq!(anonymous.header("cache-control"), None, "{path}: anonymous replies may be cached");
     }
 }
 

@@ -90,8 +90,9 @@ impl Ctx {
 
 /// Runs `handler` for one request: builds the context, responds to a CORS
 /// preflight from an allowed origin, turns an error into the envelope (5xx
-/// bodies carry only the request id), adds `x-request-id` and the headers of
-/// `crate::cors`, and writes the request's log line.
+/// bodies carry only the request id), adds `x-request-id`, the headers of
+/// `crate::cors` and `Cache-Control: no-store` when the request carried
+/// credentials, and writes the request's log line.
 pub async fn serve(
     component: &'static str,
     request: Request,
@@ -102,6 +103,7 @@ pub async fn serve(
     let method = request.method().to_string();
     let cors = crate::cors::CorsPolicy::load().await;
     let origin = cors.allowed_origin(request.headers());
+    let authenticated = request.headers().contains_key(header::AUTHORIZATION);
 
     let outcome = match cors.preflight(&request) {
         Some(preflight) => {
@@ -115,6 +117,11 @@ pub async fn serve(
         Err(error) => (error_response(&error, &ctx.request_id), error.log_cause()),
     };
     crate::cors::finish(&mut response, origin);
+    // A response to a request with credentials can hold the caller's own
+    // data: no shared or browser cache may keep it.
+    if authenticated && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     let error = error.or_else(|| ctx.note.borrow_mut().take());
     if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

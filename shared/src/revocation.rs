@@ -17,12 +17,33 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Identity;
+use crate::auth::{Identity, Verifier};
 use crate::db::{Db, Statements, Tx};
 use crate::error::ApiError;
 use crate::events::Event;
 use crate::kv::Kv;
 use crate::params;
+
+/// Authenticates a request to a component that only verifies tokens: 401
+/// without a token, with a bad one or with a revoked one.
+pub async fn caller(verifier: &Verifier, db: &Db, kv: &Kv, headers: &http::HeaderMap) -> Result<Identity, ApiError> {
+    optional_caller(verifier, db, kv, headers)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))
+}
+
+/// Authenticates a request where a token is optional. A token that is sent
+/// must be valid and not revoked, so a bad one is a 401 even here.
+pub async fn optional_caller(
+    verifier: &Verifier,
+    db: &Db,
+    kv: &Kv,
+    headers: &http::HeaderMap,
+) -> Result<Option<Identity>, ApiError> {
+    let Some(identity) = verifier.identity(headers)? else { return Ok(None) };
+    check(db, kv, &identity).await?;
+    Ok(Some(identity))
+}
 
 /// How long a cached token version is trusted without the database.
 pub const CACHE_SECONDS: u32 = 60;

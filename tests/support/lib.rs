@@ -4,6 +4,7 @@
 mod accounts;
 pub mod fake_brevo;
 pub mod fake_mollie;
+pub mod log_scan;
 
 pub use accounts::{TEST_PASSWORD, TestUser, dispatch, email_of, grant_admin, log_in, register_user, subject_of, unique_name};
 
@@ -170,12 +171,16 @@ impl Host {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel::<Option<SocketAddr>>();
+        // Kept next to the components' logs, for the log scan after the suite.
+        let copy = |name: &str| std::fs::File::create(state_dir.join(name)).expect("the state directory is writable");
+        let (mut stdout_copy, mut stderr_copy) = (copy("host_stdout.txt"), copy("host_stderr.txt"));
         {
             let lines = stdout.clone();
             let pipe = child.stdout.take().unwrap();
             std::thread::spawn(move || {
                 let mut ready = Some(ready_tx);
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = writeln!(stdout_copy, "{line}");
                     if line.contains(r#""event":"ready""#)
                         && let Some(tx) = ready.take()
                     {
@@ -194,6 +199,7 @@ impl Host {
             let pipe = child.stderr.take().unwrap();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = writeln!(stderr_copy, "{line}");
                     lines.lock().unwrap().push(line);
                 }
             });

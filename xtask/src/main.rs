@@ -190,8 +190,10 @@ fn test(args: &[String]) -> Result<()> {
     command.args(&filters);
     run(&mut command)?;
     if filters.is_empty() {
-        // What the whole suite left behind: the payments ledger must balance.
+        // What the whole suite left behind: the payments ledger must balance,
+        // and no log may hold a secret, a token or an email address.
         run(cargo().args(["test", "--release", "-p", "conduit-tests", "--test", "ledger_after_suite"]))?;
+        run(cargo().args(["test", "--release", "-p", "conduit-tests", "--test", "log_scan_after_suite"]))?;
     }
     Ok(())
 }
@@ -237,7 +239,8 @@ fn bench() -> Result<()> {
     run(&mut Command::new(root().join("target/release/examples/bench_profiles")))?;
     run(&mut Command::new(root().join("target/release/examples/bench_events")))?;
     run(&mut Command::new(root().join("target/release/examples/bench_feed")))?;
-    run(&mut Command::new(root().join("target/release/examples/bench_payments")))
+    run(&mut Command::new(root().join("target/release/examples/bench_payments")))?;
+    run(&mut Command::new(root().join("target/release/examples/bench_notifications")))
 }
 
 /// Reads `NAME=value` lines; `#` starts a comment line.

@@ -53,17 +53,12 @@ impl<'a> App<'a> {
 
     /// Authenticates the caller of a route that requires a token: 401 without one.
     pub async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        self.optional_caller(headers)
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))
+        shared::revocation::caller(&self.verifier, &self.db, &self.kv, headers).await
     }
 
-    /// Authenticates the caller of a route where a token is optional. A token
-    /// that is sent must be valid and not revoked, so a bad one is a 401 even here.
+    /// Authenticates the caller of a route where a token is optional.
     pub async fn optional_caller(&self, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
-        let Some(identity) = self.verifier.identity(headers)? else { return Ok(None) };
-        shared::revocation::check(&self.db, &self.kv, &identity).await?;
-        Ok(Some(identity))
+        shared::revocation::optional_caller(&self.verifier, &self.db, &self.kv, headers).await
     }
 
     /// Returns the caller's author block, for routes that write in the

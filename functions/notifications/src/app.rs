@@ -35,11 +35,6 @@ impl<'a> App<'a> {
 
     /// Authenticates the caller: 401 without a valid, unrevoked token.
     pub async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        let identity = self
-            .verifier
-            .identity(headers)?
-            .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))?;
-        shared::revocation::check(&self.db, &self.kv, &identity).await?;
-        Ok(identity)
+        shared::revocation::caller(&self.verifier, &self.db, &self.kv, headers).await
     }
 }

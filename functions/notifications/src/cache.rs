@@ -1,6 +1,6 @@
 //! Each user's unread count, cached in the key-value store.
 //!
-//! The exact count lives in the database (`unread_counts`); the store holds
+//! The exact count lives in the database (`unread_counts`); the store keeps
 //! a copy under a key that ends in the user's version token
 //! (`ver:unread:<user id>`). A change replaces the token after its commit,
 //! and a reader that finds no token writes one before reading the database,

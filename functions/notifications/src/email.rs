@@ -4,10 +4,10 @@
 //! applies its event, then sent by the dispatch run ([`send_due`]), which
 //! claims due rows with a lease, commits, and only then calls the provider.
 //! A failure is retried with backoff: [`RETRY_BASE_SECONDS`] after the first,
-//! doubling to [`RETRY_CAP_SECONDS`], for [`MAX_ATTEMPTS`] attempts in all;
-//! then, or at once when the provider refuses the message itself (a 4xx
-//! other than 401, 403, 408 and 429), the row is `failed` with the reason in
-//! `last_error`: a status or a transport error, never the provider's text.
+//! doubling to [`RETRY_CAP_SECONDS`], for [`MAX_ATTEMPTS`] attempts in all.
+//! After the last, the row is `failed`. A refusal of the message itself (a
+//! 4xx other than 401, 403, 408 and 429) fails it at once. `last_error` keeps
+//! the reason: a status or a transport error, never the provider's text.
 //!
 //! Only a verified address receives anything but a verification link, and
 //! every such email carries a one-click unsubscribe link (RFC 8058, see
@@ -38,7 +38,7 @@ pub const RETRY_BASE_SECONDS: i64 = 30;
 pub const RETRY_CAP_SECONDS: i64 = 3600;
 /// How long one call to the provider may take.
 pub const SEND_DEADLINE: Duration = Duration::from_secs(5);
-/// The most emails one dispatch run claims, and sends at once.
+/// The maximum number of emails one dispatch run claims, and of sends in flight.
 pub const BATCH: u32 = 20;
 pub const SEND_CONCURRENCY: usize = 4;
 const LEASE_SECONDS: i64 = 60;
@@ -74,7 +74,7 @@ fn html_page(paragraphs: &[String]) -> String {
     format!("<!doctype html><html><body>{body}</body></html>")
 }
 
-/// The verification link's message.
+/// Renders the verification link's message.
 pub fn verification(link: &str, expires_at: &str) -> Message {
     Message {
         subject: "Confirm your email address".into(),
@@ -91,8 +91,8 @@ pub fn verification(link: &str, expires_at: &str) -> Message {
     }
 }
 
-/// The message of a notification of `kind` with its `data`, from `actor`
-/// (a username, or `None` for top-ups), with its unsubscribe link.
+/// Renders the email of a notification of `kind` with its `data`, from
+/// `actor` (a username, or `None` for top-ups), with its unsubscribe link.
 pub fn notification(kind: &str, actor: Option<&str>, data: &Value, unsubscribe: &str) -> Message {
     let actor = actor.unwrap_or("Someone");
     let slug = data["article_slug"].as_str().unwrap_or("");
@@ -179,7 +179,7 @@ pub struct Outgoing {
     pub kind: String,
 }
 
-/// Why a send failed.
+/// The reason a send failed.
 #[derive(Debug)]
 pub enum SendError {
     /// Worth another attempt later: a timeout, a transport error, 401/403
@@ -270,7 +270,7 @@ fn error_code(body: &[u8]) -> String {
 
 // ---- the dispatch run ----
 
-/// What one dispatch run did with the email outbox.
+/// The outcome of one dispatch run over the email outbox.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct SendReport {
     pub sent: u32,

@@ -1,7 +1,7 @@
 //! The events notifications consumes, and what each does to the inbox.
 //!
 //! From **profiles**: `user.*` keeps the `users` read model (actors' names)
-//! and the token versions (`shared::revocation`); a deleted user's
+//! and the token versions (`shared::revocation`). A deleted user's
 //! notifications, choices and unsent emails go with it. `email.*` keeps each
 //! user's address and whether it is verified. `email_verification.requested`
 //! queues the verification link. `follow.created` notifies the followed user.
@@ -45,7 +45,7 @@ const COMMENTS: (&str, &str) = ("feed", "comment");
 const FAVORITES: (&str, &str) = ("feed", "favorite");
 const PAYMENTS: (&str, &str) = ("payments", "payment");
 
-/// What the email messages need from the component's variables.
+/// The settings the email messages read from the component's variables.
 pub struct EmailSettings {
     pub public_base_url: String,
     pub verification_url: String,
@@ -139,7 +139,7 @@ struct TopUpPayload {
     currency: String,
 }
 
-/// A notification an event asks for, before preferences are checked.
+/// The notification an event calls for, before preferences are checked.
 struct Wanted {
     recipient: String,
     actor: Option<String>,
@@ -211,8 +211,8 @@ async fn revocation_cache(kv: &Kv, event: &Event) {
     }
 }
 
-/// Maps an event that creates something onto the notification it asks for;
-/// `None` for one that notifies nobody.
+/// Maps an event that creates something onto the notification it calls
+/// for; `None` for an event without one.
 fn wanted(event: &Event) -> Result<Option<Wanted>, ApiError> {
     let key = (event.producer.as_str(), event.aggregate_type.as_str());
     let wanted = if key == FOLLOWS {

@@ -1,8 +1,8 @@
 //! Which notifications a user wants, per event type and channel.
 //!
 //! Defaults, where a user has chosen nothing: every type appears in the
-//! in-app inbox; email goes out for comments, tips and top-ups, not for
-//! follows and favourites, which come often and matter less. Only choices
+//! in-app inbox. Email goes out for comments, tips and top-ups. Follows and
+//! favourites come often and matter less, so they send none by default. Only choices
 //! that differ from a default need a row, but a row that repeats the
 //! default is harmless.
 
@@ -18,7 +18,7 @@ pub const IN_APP: &str = "in_app";
 pub const EMAIL: &str = "email";
 pub const CHANNELS: [&str; 2] = [IN_APP, EMAIL];
 
-/// The choice a user has before changing anything.
+/// Returns the choice a user has before changing anything.
 pub fn default(kind: &str, channel: &str) -> bool {
     channel == IN_APP || matches!(kind, "comment" | "tip" | "top_up")
 }
@@ -41,7 +41,7 @@ impl Preferences {
         self.0.get(&(kind.to_string(), channel.to_string())).copied().unwrap_or_else(|| default(kind, channel))
     }
 
-    /// The API's object: `{"<type>": {"in_app": bool, "email": bool}, …}`.
+    /// Builds the API's object: `{"<type>": {"in_app": bool, "email": bool}, …}`.
     pub fn to_json(&self) -> Value {
         let mut object = Map::new();
         for kind in TYPES {

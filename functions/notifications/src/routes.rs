@@ -1,5 +1,5 @@
 //! The inbox routes: the list, the unread count, marking read, and
-//! preferences. Every one needs the caller's token and answers only about
+//! preferences. Every one needs the caller's token and concerns only
 //! the caller's own notifications: another user's id is a 404, as is one
 //! that never existed. Responses are `Cache-Control: no-store`.
 
@@ -47,7 +47,7 @@ pub async fn list(app: &App<'_>, request: Request) -> Result<Response, ApiError>
     Ok(ok(json!({ "notifications": notifications, "next_cursor": next })))
 }
 
-/// The caller's unread count, from the cache when it has it.
+/// Reads the caller's unread count, from the cache when it has it.
 async fn unread(app: &App<'_>, user_id: &str) -> Result<i64, ApiError> {
     let key = cache::unread_key(&app.kv, user_id).await;
     if let Some(count) = cache::get_unread(&app.kv, key.as_deref()).await {

@@ -1,6 +1,6 @@
 //! The inbox's SQL: notifications and their unread counts, and the read
 //! models of profiles' users and addresses. Each function runs one statement
-//! unless its comment says otherwise.
+//! unless its comment states otherwise.
 //!
 //! Lock order: every transaction that changes a user's notifications first
 //! locks that user's `unread_counts` row ([`lock_count`]), then the
@@ -207,7 +207,7 @@ pub async fn verified_address(db: &impl Statements, user_id: &str) -> Result<Opt
     row.map(|row| row.get("email")).transpose()
 }
 
-/// Whether profiles deleted the user (a tombstone in `aggregate_state`).
+/// Checks whether profiles deleted the user (a tombstone in `aggregate_state`).
 pub async fn user_deleted(db: &impl Statements, user_id: &str) -> Result<bool, DbError> {
     let row = db
         .query_one(

@@ -4,10 +4,10 @@
 //! `/api/notifications/unsubscribe?token=<user id>.<type>.<mac>`, where the
 //! mac is HMAC-SHA256 under the `unsubscribe_key` secret, so the link needs
 //! no stored state and cannot be forged for another user or type. A `GET`
-//! only shows a confirmation form, because mail scanners follow links; the
-//! `POST` (the form, or the mail client's one-click request with the body
-//! `List-Unsubscribe=One-Click`) turns that type's email off and drops the
-//! user's unsent emails of that type.
+//! only shows a confirmation form, because mail scanners follow links. The
+//! `POST` turns that type's email off and drops the user's unsent emails of
+//! it. It comes from the form, or from the mail client's one-click request
+//! with the body `List-Unsubscribe=One-Click`.
 
 use shared::config::{self, Secret};
 use shared::http::{Response, no_store, with_body};

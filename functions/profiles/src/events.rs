@@ -104,44 +104,8 @@ pub async fn follow_changed(
 /// `DECIMAL`, which the MySQL interface cannot read.
 pub async fn snapshots(db: &impl Statements, query: &ResyncQuery) -> Result<Option<Vec<Event>>, DbError> {
     match query.aggregate_type.as_str() {
-        USER => {
-            let statement = format!(
-                "SELECT {}, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
-                 FROM users u
-                 LEFT JOIN event_versions v ON v.aggregate_type = 'user' AND v.aggregate_id = u.id
-                 WHERE {} ORDER BY u.id LIMIT ?",
-                crate::store::USER_COLUMNS,
-                if query.id.is_some() { "u.id = ?" } else { "u.id > ?" }
-            );
-            let from = query.id.as_deref().unwrap_or(&query.after);
-            let rows = db.query(&statement, params![from, query.limit]).await?;
-            rows.iter()
-                .map(|row| {
-                    let user = User::from_row(row)?;
-                    Ok(Event::snapshot("profiles", USER, &user.id, row.get("version")?, user_payload(&user)))
-                })
-                .collect::<Result<Vec<_>, DbError>>()
-                .map(Some)
-        }
-        EMAIL => {
-            let statement = format!(
-                "SELECT {}, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
-                 FROM users u
-                 LEFT JOIN event_versions v ON v.aggregate_type = 'email' AND v.aggregate_id = u.id
-                 WHERE {} ORDER BY u.id LIMIT ?",
-                crate::store::USER_COLUMNS,
-                if query.id.is_some() { "u.id = ?" } else { "u.id > ?" }
-            );
-            let from = query.id.as_deref().unwrap_or(&query.after);
-            let rows = db.query(&statement, params![from, query.limit]).await?;
-            rows.iter()
-                .map(|row| {
-                    let user = User::from_row(row)?;
-                    Ok(Event::snapshot("profiles", EMAIL, &user.id, row.get("version")?, email_payload(&user)))
-                })
-                .collect::<Result<Vec<_>, DbError>>()
-                .map(Some)
-        }
+        USER => user_snapshots(db, query, USER, user_payload).await.map(Some),
+        EMAIL => user_snapshots(db, query, EMAIL, email_payload).await.map(Some),
         FOLLOW => {
             let from = query.id.as_deref().unwrap_or(&query.after);
             let (follower, followee) = from.split_once(':').unwrap_or((from, ""));
@@ -159,6 +123,32 @@ pub async fn snapshots(db: &impl Statements, query: &ResyncQuery) -> Result<Opti
         }
         _ => Ok(None),
     }
+}
+
+/// Reads a page of users as snapshots of `aggregate` (`user` or `email`,
+/// both keyed by the user's id), with `payload` made from each.
+async fn user_snapshots(
+    db: &impl Statements,
+    query: &ResyncQuery,
+    aggregate: &str,
+    payload: fn(&User) -> Value,
+) -> Result<Vec<Event>, DbError> {
+    let statement = format!(
+        "SELECT {}, CAST(COALESCE(v.version, 0) AS UNSIGNED) AS version
+         FROM users u
+         LEFT JOIN event_versions v ON v.aggregate_type = ? AND v.aggregate_id = u.id
+         WHERE {} ORDER BY u.id LIMIT ?",
+        crate::store::USER_COLUMNS,
+        if query.id.is_some() { "u.id = ?" } else { "u.id > ?" }
+    );
+    let from = query.id.as_deref().unwrap_or(&query.after);
+    let rows = db.query(&statement, params![aggregate, from, query.limit]).await?;
+    rows.iter()
+        .map(|row| {
+            let user = User::from_row(row)?;
+            Ok(Event::snapshot("profiles", aggregate, &user.id, row.get("version")?, payload(&user)))
+        })
+        .collect()
 }
 
 fn follow_snapshot(row: &Row) -> Result<Event, DbError> {

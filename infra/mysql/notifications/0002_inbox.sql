@@ -5,7 +5,7 @@
 -- Times are BIGINT microseconds since the Unix epoch (UTC). Ids are UUIDv7
 -- strings made by the application.
 
--- Who did something: the name a notification shows for its actor.
+-- Actors: the name a notification shows for the user who acted.
 CREATE TABLE users (
   id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   username VARCHAR(32) NOT NULL,
@@ -66,7 +66,7 @@ CREATE TABLE preferences (
 
 -- The email outbox. A row is written in the transaction that applies the
 -- event and sent by the dispatch run, which claims due rows with a lease.
--- `status`: pending, sent, failed (given up; `last_error` says why) or
+-- `status`: pending, sent, failed (given up; `last_error` holds the reason) or
 -- dropped (unsubscribed or the user deleted before it left). The bodies are
 -- cleared once the row is no longer pending, so a verification token does
 -- not outlive its sending.

@@ -20,7 +20,7 @@ CREATE TABLE email_verifications (
 
 -- When a verification link last went to each address, so that one address
 -- gets at most one link per interval (`email_verification_interval_seconds`),
--- whichever account asks for it. Keyed on the address, not the user.
+-- whichever account requests it. Keyed on the address, not the user.
 CREATE TABLE email_verification_sends (
   email_key VARCHAR(254) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
   last_sent_at BIGINT NOT NULL,

@@ -1,4 +1,4 @@
-//! Email verification: `POST /api/user/email-verification` asks for a link
+//! Email verification: `POST /api/user/email-verification` requests a link
 //! to the caller's current address, `POST /api/users/verify-email` confirms
 //! the address with the link's token.
 //!
