@@ -1,21 +1,21 @@
-//! Runs once after the whole test suite (`cargo xtask test` starts it last):
-//! every log the suite's hosts wrote, their own output and their
-//! components' log files under `target/test-state/`, must be free of the
-//! test run's secrets (`tests/test.env`, the fake providers' API keys, the
-//! test password), of tokens and of email addresses. Run alone after a
-//! partial run, it scans only what that run left.
+//! Runs once after the whole test suite; `cargo xtask test` starts it last.
+//! It reads every log the suite's hosts wrote: their own output and their
+//! components' log files under `target/test-state/`. None may hold the test
+//! run's secrets (`tests/test.env`, the fake providers' API keys, the test
+//! password), a token or an email address. Run alone after a partial run,
+//! it scans only what that run left.
 
 use conduit_tests::log_scan::{Finding, Scanner};
 use conduit_tests::{TEST_PASSWORD, fake_brevo, fake_mollie, test_env, workspace_root};
 
-/// The variables of `tests/test.env` that hold secrets: passwords, keys
-/// (not the public key, which is meant to be seen) and tokens.
+/// Tells whether a variable of `tests/test.env` holds a secret: a password,
+/// a key (not the public key, which is meant to be seen) or a token.
 fn is_secret(name: &str) -> bool {
     (name.ends_with("_PASSWORD") || name.ends_with("_KEY") || name.ends_with("_TOKEN")) && !name.ends_with("_PUBLIC_KEY")
 }
 
 #[test]
-fn no_log_of_the_suite_holds_a_secret_a_token_or_an_email() {
+fn suite_logs_hold_no_secrets() {
     let mut secrets: Vec<(String, String)> = test_env().into_iter().filter(|(name, _)| is_secret(name)).collect();
     assert!(secrets.len() >= 8, "tests/test.env has the test secrets: {}", secrets.len());
     secrets.push(("the test password".into(), TEST_PASSWORD.into()));

@@ -87,6 +87,7 @@ fn each_component_has_health_route() {
 
 #[test]
 fn secrets_and_hosts_stay_narrow() {
+    // Least privilege: secrets have no default, and outbound hosts are exactly these.
     let manifest = manifest();
 
     for (name, variable) in manifest["variables"].as_table().unwrap() {
@@ -96,11 +97,21 @@ fn secrets_and_hosts_stay_narrow() {
     }
     for (id, component) in manifest["component"].as_table().unwrap() {
         let hosts = component.get("allowed_outbound_hosts").and_then(|h| h.as_array()).cloned().unwrap_or_default();
-        for host in hosts {
-            let host = host.as_str().unwrap();
-            assert!(!host.contains("*://*"), "`{id}` allows {host}");
-            assert!(!host.contains("://*:"), "`{id}` allows {host}");
+        let hosts: Vec<&str> = hosts.iter().map(|host| host.as_str().unwrap()).collect();
+        for host in &hosts {
+            assert!(!host.contains('*'), "`{id}` allows a wildcard: {host}");
         }
+        // Each component reaches its database, the components it pushes
+        // events to or fetches from, and its own provider; nothing else.
+        let database = "mysql://{{ mysql_host }}:{{ mysql_port }}";
+        let expected: &[&str] = match id.as_str() {
+            "profiles" => &[database, "http://feed.spin.internal", "http://payments.spin.internal", "http://notifications.spin.internal"],
+            "feed" => &[database, "http://profiles.spin.internal", "http://notifications.spin.internal"],
+            "payments" => &[database, "http://profiles.spin.internal", "http://notifications.spin.internal", "{{ payment_provider_url }}"],
+            "notifications" => &[database, "http://profiles.spin.internal", "{{ email_provider_url }}"],
+            other => panic!("unexpected component `{other}`"),
+        };
+        assert_eq!(hosts, expected, "`{id}`'s allowed_outbound_hosts");
         let stores = component["key_value_stores"].as_array().unwrap();
         assert_eq!(stores.len(), 1, "`{id}` uses one store label of its own");
         assert_eq!(stores[0].as_str(), Some(id.as_str()));

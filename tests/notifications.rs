@@ -114,6 +114,14 @@ async fn publish(host: &Host, author: &TestUser) -> String {
     slug.unwrap_or_else(|| panic!("the article has no slug: {}", reply.text()))
 }
 
+/// Registers ann and bob, in that order, then publishes an article by ann.
+/// Returns both users and the article's slug.
+async fn register_two_and_publish(host: &Host) -> (TestUser, TestUser, String) {
+    let (ann, bob) = (register_user(host, "ann").await, register_user(host, "bob").await);
+    let slug = publish(host, &ann).await;
+    (ann, bob, slug)
+}
+
 /// Adds a comment and returns its id as decimal text. Panics unless the status is 200.
 async fn add_comment(host: &Host, slug: &str, commenter: &TestUser, body: &str) -> String {
     let path = format!("/api/articles/{slug}/comments");
@@ -700,8 +708,7 @@ async fn in_app_off_keeps_type_out_of_inbox() {
 #[tokio::test]
 async fn own_actions_notify_nobody() {
     let app = App::start();
-    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
-    let slug = publish(&app.host, &ann).await;
+    let (ann, bob, slug) = register_two_and_publish(&app.host).await;
 
     add_comment(&app.host, &slug, &ann, "A note from the author").await;
     favorite(&app.host, &slug, &ann).await;
@@ -720,8 +727,7 @@ async fn own_actions_notify_nobody() {
 #[tokio::test]
 async fn paging_is_stable_while_items_arrive() {
     let app = App::start();
-    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
-    let slug = publish(&app.host, &ann).await;
+    let (ann, bob, slug) = register_two_and_publish(&app.host).await;
     let mut comment_ids = Vec::new();
     for n in 0..25 {
         comment_ids.push(add_comment(&app.host, &slug, &bob, &format!("Comment {n}")).await);
@@ -754,8 +760,7 @@ async fn paging_is_stable_while_items_arrive() {
 #[tokio::test]
 async fn unread_filter_pages_unread_only() {
     let app = App::start();
-    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
-    let slug = publish(&app.host, &ann).await;
+    let (ann, bob, slug) = register_two_and_publish(&app.host).await;
     for n in 0..25 {
         add_comment(&app.host, &slug, &bob, &format!("Comment {n}")).await;
     }
@@ -780,8 +785,7 @@ async fn unread_filter_pages_unread_only() {
 #[tokio::test]
 async fn list_rejects_invalid_query() {
     let app = App::start();
-    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
-    let slug = publish(&app.host, &ann).await;
+    let (ann, bob, slug) = register_two_and_publish(&app.host).await;
     add_comment(&app.host, &slug, &bob, "First").await;
     add_comment(&app.host, &slug, &bob, "Second").await;
     let first_page = list_notifications(&app.host, &ann, "limit=1").await;
@@ -969,8 +973,7 @@ async fn preferences_merge_and_reject_invalid() {
 #[tokio::test]
 async fn undoing_action_removes_notification() {
     let app = App::start();
-    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
-    let slug = publish(&app.host, &ann).await;
+    let (ann, bob, slug) = register_two_and_publish(&app.host).await;
     follow(&app.host, &bob, &ann).await;
     let comment_id = add_comment(&app.host, &slug, &bob, "Nice").await;
     favorite(&app.host, &slug, &bob).await;
@@ -1001,8 +1004,7 @@ async fn undoing_action_removes_notification() {
 async fn redelivered_events_apply_once() {
     let _serial = one_at_a_time().await;
     let app = App::start();
-    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
-    let slug = publish(&app.host, &ann).await;
+    let (ann, bob, slug) = register_two_and_publish(&app.host).await;
     follow(&app.host, &bob, &ann).await;
     let comment_id = add_comment(&app.host, &slug, &bob, "Said twice").await;
     let before = ids_of(&inbox(&app.host, &ann).await);
@@ -1040,8 +1042,7 @@ async fn outage_repaired_by_dispatch() {
     let mut options = app_options();
     options.faults = true;
     let app = App::start_with(options);
-    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
-    let slug = publish(&app.host, &ann).await;
+    let (ann, bob, slug) = register_two_and_publish(&app.host).await;
 
     app.host.set_fault("notifications", "unavailable").await;
     // Both helpers panic unless the request succeeds while notifications is down.
@@ -1280,8 +1281,7 @@ async fn failed_emails_retry_then_give_up() {
 async fn retention_purges_old_notifications() {
     let _serial = one_at_a_time().await;
     let app = App::start();
-    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
-    let slug = publish(&app.host, &ann).await;
+    let (ann, bob, slug) = register_two_and_publish(&app.host).await;
     follow(&app.host, &bob, &ann).await;
     add_comment(&app.host, &slug, &bob, "Aging").await;
     favorite(&app.host, &slug, &bob).await;
@@ -1303,4 +1303,38 @@ async fn retention_purges_old_notifications() {
     assert_eq!(ids_of(&after), [comment_id.as_str()], "only the comment is left: {after:?}");
     assert_eq!(notification_row_ids(&ann.id).await, BTreeSet::from([comment_id]), "the rows are gone");
     assert_unread(&app.host, &ann, 1, "the purged unread follow no longer counts").await;
+}
+
+#[tokio::test]
+async fn verified_address_gets_no_stale_verification_link() {
+    let _serial = one_at_a_time().await;
+    let app = App::start();
+    let user = register_user(&app.host, "staleverify").await;
+    let address = email_of(&user.username);
+
+    // The link is queued; read its token from the outbox before dispatch sends it.
+    assert_eq!(request_verification(&app.host, &user).await.status, 202);
+    let mut db = admin_db().await;
+    let bodies: Vec<String> = db
+        .exec(
+            format!("SELECT text_body FROM {NOTIFICATIONS_SCHEMA}.emails WHERE user_id = ? AND kind = 'verification'"),
+            (user.id.as_str(),),
+        )
+        .await
+        .unwrap();
+    let token = bodies.iter().find_map(|body| token_in(body)).expect("the queued link carries a token");
+    let verified = post_verify(&app.host, json!({ "token": token })).await;
+    assert_eq!(verified.status, 200, "{}", verified.text());
+
+    run_dispatch(&app.host, "notifications").await;
+
+    assert!(app.brevo.emails_to(&address).is_empty(), "a verified address got its verification link again");
+    let statuses: Vec<String> = db
+        .exec(
+            format!("SELECT status FROM {NOTIFICATIONS_SCHEMA}.emails WHERE user_id = ? AND kind = 'verification'"),
+            (user.id.as_str(),),
+        )
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["dropped"]);
 }

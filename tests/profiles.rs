@@ -733,3 +733,89 @@ async fn cors_answers_listed_origins_only() {
     assert_eq!(read_elsewhere.status, 200);
     assert_eq!(read_elsewhere.header("access-control-allow-origin"), None, "other origins get no CORS headers");
 }
+
+// ---- refresh tokens ----
+
+async fn exchange(host: &Host, refresh_token: &str) -> Reply {
+    host.send_json("POST", "/api/users/refresh", None, &json!({ "refreshToken": refresh_token })).await
+}
+
+fn refresh_token_of(reply: &Reply) -> String {
+    reply.json()["user"]["refreshToken"].as_str().expect("the reply carries a refresh token").to_string()
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_ends_every_session() {
+    let host = Host::start(app_options());
+    let username = name("refresher");
+    let registration = register(&host, &username, &email_of(&username), PASSWORD).await;
+    assert_eq!(registration.status, 201, "{}", registration.text());
+    let first = refresh_token_of(&registration);
+
+    let rotated = exchange(&host, &first).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let (access, second) = (token_of(&rotated), refresh_token_of(&rotated));
+    assert_ne!(second, first, "each exchange issues the next token");
+    assert_eq!(rotated.header("cache-control"), Some("no-store"));
+    assert_eq!(current_user(&host, &access).await.status, 200);
+
+    // Only the secret's hash is stored.
+    let mut db = admin_db().await;
+    let stored: Vec<String> = db
+        .exec("SELECT secret_hash FROM conduit_test_profiles.refresh_tokens WHERE id = ?", (first.split('.').next().unwrap(),))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(!first.contains(&stored[0]) && !stored[0].contains(first.split('.').nth(1).unwrap()));
+
+    // The first token again: someone copied it. The family and every access token end.
+    let reused = exchange(&host, &first).await;
+    assert_eq!(reused.status, 401, "{}", reused.text());
+    assert_eq!(exchange(&host, &second).await.status, 401, "the family is revoked");
+    assert_eq!(current_user(&host, &access).await.status, 401, "the token version was bumped");
+
+    // A login starts a new family.
+    let again = login(&host, &email_of(&username), PASSWORD).await;
+    assert_eq!(exchange(&host, &refresh_token_of(&again)).await.status, 200);
+}
+
+#[tokio::test]
+async fn logout_all_and_password_change_revoke_refresh_tokens() {
+    let host = Host::start(app_options());
+    let username = name("revoker");
+    let registration = register(&host, &username, &email_of(&username), PASSWORD).await;
+    let (token, refresh_token) = (token_of(&registration), refresh_token_of(&registration));
+
+    let changed = update_user(&host, &token, json!({"password": "another long passphrase"})).await;
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    assert_eq!(exchange(&host, &refresh_token).await.status, 401, "a password change revokes older refresh tokens");
+    let refresh_token = refresh_token_of(&changed);
+    assert_eq!(exchange(&host, &refresh_token).await.status, 200, "the change issued a new family");
+
+    let fresh = login(&host, &email_of(&username), "another long passphrase").await;
+    let later = refresh_token_of(&fresh);
+    assert_eq!(host.send("POST", "/api/user/logout-all", Some(&token_of(&fresh))).await.status, 204);
+    assert_eq!(exchange(&host, &later).await.status, 401, "logout-all revokes refresh tokens");
+}
+
+#[tokio::test]
+async fn refresh_rejects_bad_bodies_and_tokens() {
+    let host = Host::start(app_options());
+    let username = name("badrefresh");
+    let registration = register(&host, &username, &email_of(&username), PASSWORD).await;
+    let good = refresh_token_of(&registration);
+    let (id, secret) = good.split_once('.').unwrap();
+
+    for token in ["nonsense", "x.y", &format!("{id}.{}", secret.replace(&secret[..1], if &secret[..1] == "A" { "B" } else { "A" })), &format!("{id}.")] {
+        let reply = exchange(&host, token).await;
+        assert_eq!(reply.status, 401, "{token}: {}", reply.text());
+        assert!(reply.json()["errors"]["body"].is_array());
+    }
+    for body in [json!({}), json!({"refreshToken": 7}), json!({"refreshToken": ""}), json!({"refreshToken": good, "user": {}})] {
+        let reply = host.send_json("POST", "/api/users/refresh", None, &body).await;
+        assert_eq!(reply.status, 422, "{body}: {}", reply.text());
+    }
+    let not_json = host.request("POST", "/api/users/refresh", &[("content-type", "text/plain")], "x").await;
+    assert_eq!(not_json.status, 415);
+    assert_eq!(exchange(&host, &good).await.status, 200, "the failed attempts left the token usable");
+}

@@ -14,31 +14,24 @@
 //! documents none for this endpoint, so a repeated request sends a second email.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
-use tokio::sync::oneshot;
+
+use crate::fake_server::{self, FakeServer, Fault};
 
 /// The only API key the fake accepts. It has the shape of a Brevo v3 key:
 /// `xkeysib-`, 64 hex digits, `-` and 16 alphanumerics.
 pub const API_KEY: &str = "xkeysib-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-FakeBrevoTestKey";
 
 const SEND_PATH: &str = "/v3/smtp/email";
-
-/// How long a request picked by [`FakeBrevo::hang_next`] waits before it gets
-/// a 504, unless the fake is dropped first and closes the connection.
-const HANG_DURATION: Duration = Duration::from_secs(600);
 
 /// The maximum length of an email address in bytes. RFC 5321, section 4.5.3.1.3, limits
 /// a path to 256 octets, and that count includes the angle brackets.
@@ -48,10 +41,7 @@ const MAX_ADDRESS_LENGTH: usize = 254;
 /// under any test runtime. Dropping it stops the server and closes every open
 /// connection, including the ones held by [`FakeBrevo::hang_next`].
 pub struct FakeBrevo {
-    base_url: String,
-    state: Arc<Mutex<State>>,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    server: FakeServer<State>,
 }
 
 /// An email the fake accepted with a 201.
@@ -90,32 +80,13 @@ pub struct RecordedRequest {
 impl FakeBrevo {
     /// Binds 127.0.0.1 on a free port and starts serving in the background.
     pub fn start() -> FakeBrevo {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 for the fake Brevo API");
-        listener.set_nonblocking(true).expect("setting the fake Brevo listener non-blocking");
-        let address = listener.local_addr().expect("the fake Brevo listener has an address");
-
-        let state = Arc::new(Mutex::new(State::default()));
-        let (stop, stopped) = oneshot::channel();
-        let server_state = state.clone();
-        let server = std::thread::Builder::new()
-            .name("fake-brevo".to_string())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("building the fake Brevo runtime");
-                runtime.block_on(serve(listener, server_state, stopped));
-                // Dropping the runtime cancels the connection tasks, which closes
-                // the connections of held requests.
-            })
-            .expect("starting the fake Brevo thread");
-
-        FakeBrevo { base_url: format!("http://{address}"), state, stop: Some(stop), server: Some(server) }
+        let server = FakeServer::start("Brevo", |_| State::default(), handle);
+        FakeBrevo { server }
     }
 
     /// Returns `http://127.0.0.1:<port>`, without a trailing slash. API paths start with `/v3/`.
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        self.server.base_url()
     }
 
     /// Returns the key the fake accepts in the `api-key` header.
@@ -144,8 +115,8 @@ impl FakeBrevo {
     /// `status` (400 to 599) and a Brevo error body, before the key or the body
     /// is checked. Faults queue up in call order with those of [`FakeBrevo::hang_next`].
     pub fn fail_next(&self, count: usize, status: u16) {
-        assert!((400..=599).contains(&status), "fail_next takes an error status (400 to 599), not {status}");
-        self.lock().faults.extend(std::iter::repeat_n(Fault::Fail(status), count));
+        let fault = Fault::failure(status);
+        self.lock().faults.extend(std::iter::repeat_n(fault, count));
     }
 
     /// Makes the next `count` requests to `POST /v3/smtp/email` get no
@@ -156,32 +127,12 @@ impl FakeBrevo {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock_state(&self.state)
+        self.server.lock()
     }
 }
 
-impl Drop for FakeBrevo {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
-    }
-}
-
-fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // No code panics while it holds the lock, so a poisoned lock still guards consistent data.
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    Fail(u16),
-    Hang,
-}
-
+/// The fake's data. No code panics while it holds the lock, so a poisoned lock
+/// still guards consistent data.
 #[derive(Default)]
 struct State {
     emails: Vec<SentEmail>,
@@ -256,38 +207,13 @@ impl State {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, state: Arc<Mutex<State>>, mut stopped: oneshot::Receiver<()>) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("registering the fake Brevo listener with Tokio");
-    loop {
-        let stream = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    eprintln!("fake Brevo API: accepting a connection failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(state.clone(), request));
-            // Connection errors are not reported because most come from clients
-            // that close the connection, as timeout tests do on purpose.
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
-
-async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map(|collected| collected.to_bytes());
     let is_send = parts.method == Method::POST && parts.uri.path() == SEND_PATH;
 
     let (index, fault) = {
-        let mut state = lock_state(&state);
+        let mut state = fake_server::lock(&state);
         state.requests.push(RecordedRequest {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
@@ -300,10 +226,10 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
     };
 
     if let Some(Fault::Hang) = fault {
-        tokio::time::sleep(HANG_DURATION).await;
+        fake_server::hang().await;
     }
 
-    let mut state = lock_state(&state);
+    let mut state = fake_server::lock(&state);
     let response = match (fault, body) {
         (Some(Fault::Fail(status)), _) => ApiResponse::injected(status),
         (Some(Fault::Hang), _) => {
@@ -316,7 +242,7 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
         (None, Ok(body)) => state.route(&parts, &body),
     };
     state.requests[index].status = response.status.as_u16();
-    Ok(response.into_response())
+    response.into_response()
 }
 
 /// A response before it is encoded: status, JSON body and, for 405, the `Allow` header.
@@ -505,34 +431,18 @@ fn compact_utc_timestamp(unix_seconds: u64) -> String {
 mod tests {
     use super::*;
     use crate::Reply;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Sends a request to the fake, with a 10 s limit.
     async fn send(fake: &FakeBrevo, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let mut request = Request::builder().method(method).uri(format!("{}{path}", fake.base_url()));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let response = client.request(request).await.expect("the request reaches the fake");
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = response.into_body().collect().await.expect("the body arrives").to_bytes();
-        Reply { status, headers, body }
+        fake_server::send(&fake.base_url(), method, path, headers, body).await
     }
 
     /// Sends `body` to the send endpoint with the valid key, with a 10 s limit.
     async fn post_email(fake: &FakeBrevo, body: &Value) -> Reply {
         let headers = [("api-key", fake.api_key()), ("content-type", "application/json")];
-        tokio::time::timeout(Duration::from_secs(10), send(fake, "POST", SEND_PATH, &headers, &body.to_string()))
-            .await
-            .expect("the fake responds within 10 s")
+        send(fake, "POST", SEND_PATH, &headers, &body.to_string()).await
     }
 
     fn email_body(to: &str) -> Value {

@@ -13,11 +13,9 @@
 //! `_links.checkout` URL points at the fake, which serves no checkout page there.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -25,11 +23,11 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value, json};
-use tokio::sync::oneshot;
+
+use crate::fake_server::{self, FakeServer, Fault};
 
 /// The only API key the fake accepts. It has Mollie's shape (`test_` and 30
 /// characters) because client libraries check that shape before sending.
@@ -45,10 +43,6 @@ const HAL_JSON: &str = "application/hal+json";
 /// `set_payment_status(id, "expired")`.
 const PAYMENT_EXPIRY: Duration = Duration::from_secs(15 * 60);
 
-/// How long a request picked by [`FakeMollie::hang_next`] waits before it gets
-/// a 504, unless the fake is dropped first and closes the connection.
-const HANG_DURATION: Duration = Duration::from_secs(600);
-
 /// How long [`FakeMollie::send_webhook`] waits for the receiver's response.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -59,10 +53,7 @@ const MAX_REFUND_DESCRIPTION: usize = 140;
 /// under any test runtime. Dropping it stops the server and closes every open
 /// connection, including the ones held by [`FakeMollie::hang_next`].
 pub struct FakeMollie {
-    base_url: String,
-    state: Arc<Mutex<State>>,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    server: FakeServer<State>,
 }
 
 /// One request the fake received, as the component sent it.
@@ -82,33 +73,13 @@ pub struct RecordedRequest {
 impl FakeMollie {
     /// Binds 127.0.0.1 on a free port and starts serving in the background.
     pub fn start() -> FakeMollie {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 for the fake Mollie API");
-        listener.set_nonblocking(true).expect("setting the fake Mollie listener non-blocking");
-        let address = listener.local_addr().expect("the fake Mollie listener has an address");
-        let base_url = format!("http://{address}");
-
-        let state = Arc::new(Mutex::new(State::new(base_url.clone())));
-        let (stop, stopped) = oneshot::channel();
-        let shared = state.clone();
-        let server = std::thread::Builder::new()
-            .name("fake-mollie".to_string())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("building the fake Mollie runtime");
-                runtime.block_on(serve(listener, shared, stopped));
-                // Dropping the runtime here cancels the connection tasks, which
-                // closes the connections of requests that still hang.
-            })
-            .expect("starting the fake Mollie thread");
-
-        FakeMollie { base_url, state, stop: Some(stop), server: Some(server) }
+        let server = FakeServer::start("Mollie", |base_url| State::new(base_url.to_string()), handle);
+        FakeMollie { server }
     }
 
     /// Returns `http://127.0.0.1:<port>`. The API paths start with `/v2/`.
     pub fn base_url(&self) -> String {
-        self.base_url.clone()
+        self.server.base_url()
     }
 
     /// Returns the API key the fake accepts as `Authorization: Bearer <key>`.
@@ -217,21 +188,19 @@ impl FakeMollie {
     /// Mollie error body, without touching any payment. Faults queue up in call
     /// order with those of [`FakeMollie::hang_next`].
     pub fn fail_next(&self, count: usize, status: u16) {
-        assert!((400..=599).contains(&status), "fail_next takes an error status (400 to 599), not {status}");
-        let mut state = self.lock();
-        state.faults.extend(std::iter::repeat_n(Fault::Fail(status), count));
+        let fault = Fault::failure(status);
+        self.lock().faults.extend(std::iter::repeat_n(fault, count));
     }
 
     /// Makes the next `count` requests get no response: the connection stays
     /// open until the fake is dropped or 10 minutes pass. Faults queue up in
     /// call order with those of [`FakeMollie::fail_next`].
     pub fn hang_next(&self, count: usize) {
-        let mut state = self.lock();
-        state.faults.extend(std::iter::repeat_n(Fault::Hang, count));
+        self.lock().faults.extend(std::iter::repeat_n(Fault::Hang, count));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock_state(&self.state)
+        self.server.lock()
     }
 
     fn webhook_url(&self, payment_id: &str) -> String {
@@ -258,23 +227,6 @@ impl FakeMollie {
     }
 }
 
-impl Drop for FakeMollie {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
-    }
-}
-
-fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // A poisoned lock still guards consistent data: the control methods release
-    // the lock before they panic, and no step of a change under the lock panics.
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -283,44 +235,18 @@ fn is_loopback_host(host: &str) -> bool {
 // ---------------------------------------------------------------------------
 // Server
 
-async fn serve(listener: std::net::TcpListener, state: Arc<Mutex<State>>, mut stopped: oneshot::Receiver<()>) {
-    let listener =
-        tokio::net::TcpListener::from_std(listener).expect("registering the fake Mollie listener with Tokio");
-    loop {
-        let stream = tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    eprintln!("fake Mollie API: accepting a connection failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(state.clone(), request));
-            // A connection error here means the client went away, which tests
-            // of deadlines do on purpose, so it is not reported.
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
-
-async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             let reply = ApiReply::error(400, format!("Reading the request body failed: {error}"), None);
-            return Ok(reply.into_response());
+            return reply.into_response();
         }
     };
 
     let fault = {
-        let mut state = lock_state(&state);
+        let mut state = fake_server::lock(&state);
         state.requests.push(RecordedRequest::new(&parts, &body));
         state.faults.pop_front()
     };
@@ -329,12 +255,12 @@ async fn handle(state: Arc<Mutex<State>>, request: Request<Incoming>) -> Result<
             ApiReply::error(status, "The fake Mollie API returned this error because a test called fail_next", None)
         }
         Some(Fault::Hang) => {
-            tokio::time::sleep(HANG_DURATION).await;
+            fake_server::hang().await;
             ApiReply::error(504, "The fake Mollie API held this request because a test called hang_next", None)
         }
-        None => lock_state(&state).route(&parts, &body),
+        None => fake_server::lock(&state).route(&parts, &body),
     };
-    Ok(reply.into_response())
+    reply.into_response()
 }
 
 impl RecordedRequest {
@@ -404,12 +330,6 @@ impl ApiReply {
 
 // ---------------------------------------------------------------------------
 // Model
-
-#[derive(Clone, Copy, Debug)]
-enum Fault {
-    Fail(u16),
-    Hang,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PaymentStatus {
@@ -597,6 +517,9 @@ struct IdempotentResult {
     reply: ApiReply,
 }
 
+/// The fake's data. A poisoned lock on it still guards consistent data: the
+/// control methods release the lock before they panic, and no step of a change
+/// under the lock panics.
 struct State {
     base_url: String,
     payments: Vec<Payment>,
@@ -1036,30 +959,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use crate::Reply;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use std::convert::Infallible;
 
     fn bearer(fake: &FakeMollie) -> String {
         format!("Bearer {}", fake.api_key())
     }
 
     async fn send(fake: &FakeMollie, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let mut request = Request::builder().method(method).uri(format!("{}{path}", fake.base_url()));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-            .await
-            .expect("the fake responds within 10 s")
-            .expect("the request reaches the fake");
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = response.into_body().collect().await.expect("the body arrives").to_bytes();
-        Reply { status, headers, body }
+        fake_server::send(&fake.base_url(), method, path, headers, body).await
     }
 
     async fn post_json(fake: &FakeMollie, path: &str, idempotency_key: Option<&str>, body: &Value) -> Reply {

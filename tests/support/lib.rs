@@ -4,6 +4,7 @@
 mod accounts;
 pub mod fake_brevo;
 pub mod fake_mollie;
+mod fake_server;
 pub mod log_scan;
 
 pub use accounts::{TEST_PASSWORD, TestUser, dispatch, email_of, grant_admin, log_in, register_user, subject_of, unique_name};
@@ -130,6 +131,18 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
+
+    /// Reads the status, the headers and the whole body of `response`.
+    pub(crate) async fn read(response: http::Response<hyper::body::Incoming>) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = response.into_body().collect().await.expect("the body arrives").to_bytes();
+        Reply { status, headers, body }
+    }
 }
 
 impl Host {
@@ -243,14 +256,7 @@ impl Host {
             .await
             .expect("the host answers within 30 s")
             .expect("the request reaches the host");
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let body = response.into_body().collect().await.expect("the body arrives").to_bytes();
-        Reply { status, headers, body }
+        Reply::read(response).await
     }
 
     /// Sets the fault switch for `component`: `unavailable`, `hang` or `none`.

@@ -150,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tree_is_scanned_file_by_file() {
+    fn scan_tree_reads_log_files_only() {
         let root = std::env::temp_dir().join(format!("log-scan-{}", std::process::id()));
         std::fs::create_dir_all(root.join("a/logs")).unwrap();
         std::fs::write(root.join("a/logs/feed_stdout.txt"), "ok\nmail to x@y.example\n").unwrap();

@@ -33,6 +33,13 @@ const LOCAL_SECRETS: [(&str, usize); 10] = [
     ("SPIN_VARIABLE_EMAIL_UNSUBSCRIBE_KEY", 32),
 ];
 
+/// The secret variables `up` writes into `.env` with a fixed value when they are missing.
+const LOCAL_FIXED: [(&str, &str); 1] = [
+    // The discard port, where nothing listens: no email leaves a developer's
+    // machine until `.env` names the real provider (https://api.brevo.com).
+    ("SPIN_VARIABLE_EMAIL_PROVIDER_URL", "http://127.0.0.1:9"),
+];
+
 type Result<T> = std::result::Result<T, String>;
 
 fn main() -> ExitCode {
@@ -267,6 +274,12 @@ fn ensure_local_secrets() -> Result<()> {
             continue;
         }
         additions.push_str(&format!("{name}={}\n", random_hex(bytes)?));
+    }
+    for (name, value) in LOCAL_FIXED {
+        if existing.iter().any(|(n, _)| n == name) || std::env::var_os(name).is_some() {
+            continue;
+        }
+        additions.push_str(&format!("{name}={value}\n"));
     }
     if additions.is_empty() {
         return Ok(());

@@ -167,6 +167,17 @@ pub async fn drop_pending(db: &impl Statements, user_id: &str, kind: &str) -> Re
     .await
 }
 
+/// Drops a user's unsent verification links: all of them once the address
+/// is verified, otherwise those to an address other than `current`.
+pub async fn drop_stale_verifications(db: &impl Statements, user_id: &str, current: &str, verified: bool) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE emails SET status = 'dropped', text_body = '', html_body = '', lease_owner = NULL
+         WHERE user_id = ? AND kind = 'verification' AND status = 'pending' AND (? OR to_address <> ?)",
+        params![user_id, verified, current],
+    )
+    .await
+}
+
 // ---- the provider ----
 
 /// One email as the provider receives it.

@@ -181,6 +181,8 @@ impl Projection for Inbox<'_> {
                     return Err(ApiError::invalid("payload", "names another user than the aggregate"));
                 }
                 store::upsert_address(tx, &address.user_id, &address.email, address.verified, now).await?;
+                // A link to an address already verified, or no longer the user's, has no use.
+                email::drop_stale_verifications(tx, &address.user_id, &address.email, address.verified).await?;
             }
             return Ok(());
         }

@@ -56,8 +56,9 @@ impl Preferences {
 /// or other key is a 422 naming `preferences`, and then nothing is stored.
 pub fn parse_update(body: &Value) -> Result<Vec<(&'static str, &'static str, bool)>, ApiError> {
     let problem = |message: String| ApiError::invalid("preferences", message);
-    let object = body.as_object().ok_or_else(|| problem("must be sent as {\"preferences\": {…}}".into()))?;
-    if object.keys().any(|key| key != "preferences") {
+    let wrapped = "must be sent as {\"preferences\": {\"<type>\": {\"<channel>\": true|false}}}";
+    let object = body.as_object().filter(|o| o.contains_key("preferences")).ok_or_else(|| problem(wrapped.into()))?;
+    if object.len() > 1 {
         return Err(problem("must be the only key of the body".into()));
     }
     let types = object
@@ -69,18 +70,23 @@ pub fn parse_update(body: &Value) -> Result<Vec<(&'static str, &'static str, boo
         let kind = TYPES
             .into_iter()
             .find(|known| known == kind)
-            .ok_or_else(|| problem(format!("has an unknown type; the types are {}", TYPES.join(", "))))?;
+            .ok_or_else(|| problem(format!("has an unknown type `{}`; the types are {}", clip(kind), TYPES.join(", "))))?;
         let channels = channels.as_object().ok_or_else(|| problem(format!("{kind} must be an object of channels")))?;
         for (channel, enabled) in channels {
             let channel = CHANNELS
                 .into_iter()
                 .find(|known| known == channel)
-                .ok_or_else(|| problem(format!("{kind} has an unknown channel; the channels are in_app, email")))?;
+                .ok_or_else(|| problem(format!("{kind} has an unknown channel `{}`; the channels are in_app, email", clip(channel))))?;
             let enabled = enabled.as_bool().ok_or_else(|| problem(format!("{kind}.{channel} must be true or false")))?;
             changes.push((kind, channel, enabled));
         }
     }
     Ok(changes)
+}
+
+/// Shortens a name the client sent for an error message.
+fn clip(name: &str) -> String {
+    name.chars().take(32).collect()
 }
 
 /// Stores choices (one statement).

@@ -8,6 +8,7 @@
 
 mod app;
 mod events;
+mod refresh;
 mod routes;
 mod store;
 
@@ -21,6 +22,7 @@ use spin_sdk::http_service;
 enum Route {
     Register,
     Login,
+    Refresh,
     CurrentUser,
     UpdateUser,
     Profile(String),
@@ -51,6 +53,7 @@ fn resolve(method: &Method, path: &str) -> (&'static str, Result<Route, ApiError
     match segments.as_slice() {
         ["api", "users"] => ("/api/users", if m == "POST" { Ok(Route::Register) } else { allow("POST") }),
         ["api", "users", "login"] => ("/api/users/login", if m == "POST" { Ok(Route::Login) } else { allow("POST") }),
+        ["api", "users", "refresh"] => ("/api/users/refresh", if m == "POST" { Ok(Route::Refresh) } else { allow("POST") }),
         ["api", "user"] => (
             "/api/user",
             match m {
@@ -124,6 +127,7 @@ async fn dispatch(ctx: &Ctx, request: Request) -> Result<Response, ApiError> {
     match route {
         Route::Register => routes::users::register(&app, request).await,
         Route::Login => routes::users::login(&app, request).await,
+        Route::Refresh => routes::users::refresh_session(&app, request).await,
         Route::CurrentUser => routes::users::current(&app, request).await,
         Route::UpdateUser => routes::users::update(&app, request).await,
         Route::Profile(username) => routes::profiles::get(&app, request, &username).await,

@@ -5,7 +5,7 @@
 //! The link leaves through notifications, which receives the
 //! `email_verification.requested` event and sends it at its next dispatch
 //! run. One address gets at most one link per `verification_interval_seconds`
-//! (429 with `Retry-After` otherwise), whichever account asks. A token works
+//! (429 with `Retry-After` otherwise), whichever account requests it. A token works
 //! until `verification_ttl_seconds` pass, the address is verified or the
 //! user changes the address.
 

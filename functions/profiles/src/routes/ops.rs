@@ -26,12 +26,14 @@ pub async fn resync(app: &App<'_>, request: Request) -> Result<Response, ApiErro
 }
 
 /// Retries pending event deliveries, purges delivered ones past retention,
-/// and purges expired verification links and old send times.
+/// and purges expired verification links, old send times and expired
+/// refresh tokens.
 pub async fn dispatch(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
     events::authorize_dispatch(&request).await?;
     let outbox = app.outbox.dispatch(app.ctx, &app.db, &app.service).await?;
     let now = shared::time::now_micros();
     let interval = crate::routes::email::Settings::load().await?.interval_seconds.max(86_400);
     crate::store::purge_verifications(&app.db, now, now - interval * 1_000_000, events::PURGE_BATCH).await?;
+    crate::refresh::purge_expired(&app.db, now, events::PURGE_BATCH).await?;
     Ok(json(StatusCode::OK, &json!({ "outbox": outbox })))
 }

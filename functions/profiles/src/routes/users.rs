@@ -10,25 +10,27 @@ use shared::{password, text};
 use spin_sdk::http::{Request, StatusCode};
 
 use crate::app::{App, check_version};
-use crate::events;
+use crate::{events, refresh};
 use crate::store::{self, NewUser, User, UserUpdate};
 
 /// Bodies of these routes are small; this leaves room for a long bio.
 const BODY_LIMIT: usize = 16 * 1024;
 
-/// Builds the contract's user object. The token is the one the client sent or was just issued.
-fn user_response(status: StatusCode, user: &User, token: &str) -> Response {
-    no_store(json(
-        status,
-        &json!({ "user": {
-            "email": user.email,
-            "emailVerified": user.email_verified,
-            "token": token,
-            "username": user.username,
-            "bio": user.bio,
-            "image": user.image,
-        }}),
-    ))
+/// Builds the contract's user object. The token is the one the client sent
+/// or was just issued; `refresh` is a refresh token issued with it.
+fn user_response(status: StatusCode, user: &User, token: &str, refresh: Option<&str>) -> Response {
+    let mut body = json!({ "user": {
+        "email": user.email,
+        "emailVerified": user.email_verified,
+        "token": token,
+        "username": user.username,
+        "bio": user.bio,
+        "image": user.image,
+    }});
+    if let Some(refresh) = refresh {
+        body["user"]["refreshToken"] = refresh.into();
+    }
+    no_store(json(status, &body))
 }
 
 fn check(errors: &mut FieldErrors, field: &str, problem: Option<String>) {
@@ -101,23 +103,26 @@ pub async fn register(app: &App<'_>, request: Request) -> Result<Response, ApiEr
         password_hash: &password_hash,
         now: shared::time::now_micros(),
     };
-    let published = app
+    let ttl = refresh::ttl_seconds().await?;
+    let (published, refresh_token) = app
         .db
         .transaction(async |tx| {
             store::insert_user(tx, &new_user).await.map_err(|error| match duplicate_field(&error) {
                 Some(field) => ApiError::invalid(field, "has already been taken"),
                 None => error.into(),
             })?;
-            Ok([
+            let refresh_token = refresh::issue(tx, &user.id, new_user.now, ttl).await?;
+            let published = [
                 events::user_changed(&app.outbox, tx, "user.created", &user).await?,
                 events::email_changed(&app.outbox, tx, &user).await?,
-            ])
+            ];
+            Ok((published, refresh_token))
         })
         .await?;
     app.publish(&published).await;
 
     let token = app.issue_token(&user)?;
-    Ok(user_response(StatusCode::CREATED, &user, &token))
+    Ok(user_response(StatusCode::CREATED, &user, &token, Some(&refresh_token)))
 }
 
 pub async fn login(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
@@ -146,12 +151,14 @@ pub async fn login(app: &App<'_>, request: Request) -> Result<Response, ApiError
         return Err(rejected());
     }
     let token = app.issue_token(&credentials.user)?;
-    Ok(user_response(StatusCode::OK, &credentials.user, &token))
+    let now = shared::time::now_micros();
+    let refresh_token = refresh::issue(&app.db, &credentials.user.id, now, refresh::ttl_seconds().await?).await?;
+    Ok(user_response(StatusCode::OK, &credentials.user, &token, Some(&refresh_token)))
 }
 
 pub async fn current(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
     let caller = app.caller(request.headers()).await?;
-    Ok(user_response(StatusCode::OK, &caller.user, &caller.token))
+    Ok(user_response(StatusCode::OK, &caller.user, &caller.token, None))
 }
 
 /// Changes any of `username`, `email`, `password`, `bio`, `image`. A
@@ -171,8 +178,9 @@ pub async fn update(app: &App<'_>, request: Request) -> Result<Response, ApiErro
         None => None,
     };
     let now = shared::time::now_micros();
+    let ttl = refresh::ttl_seconds().await?;
 
-    let (user, published) = app
+    let (user, published, refresh_token) = app
         .db
         .transaction(async |tx| {
             let current = store::lock_user(tx, &identity.user_id)
@@ -210,13 +218,21 @@ pub async fn update(app: &App<'_>, request: Request) -> Result<Response, ApiErro
                 store::delete_verifications(tx, &current.id).await?;
                 published.push(events::email_changed(&app.outbox, tx, &updated).await?);
             }
-            Ok((updated, published))
+            // A new password ends every session, refresh tokens included.
+            let refresh_token = match password_hash {
+                Some(_) => {
+                    refresh::revoke_all(tx, &current.id, now).await?;
+                    Some(refresh::issue(tx, &current.id, now, ttl).await?)
+                }
+                None => None,
+            };
+            Ok((updated, published, refresh_token))
         })
         .await?;
     app.publish(&published).await;
 
     let token = if password_hash.is_some() { app.issue_token(&user)? } else { token };
-    Ok(user_response(StatusCode::OK, &user, &token))
+    Ok(user_response(StatusCode::OK, &user, &token, refresh_token.as_deref()))
 }
 
 /// `POST /api/user/logout-all`: bumps the caller's token version, so every
@@ -234,12 +250,65 @@ pub async fn logout_all(app: &App<'_>, request: Request) -> Result<Response, Api
                 .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
             check_version(&identity, &user)?;
             store::bump_token_version(tx, &user.id, now).await?;
+            refresh::revoke_all(tx, &user.id, now).await?;
             user.token_version += 1;
             Ok(events::user_changed(&app.outbox, tx, "user.updated", &user).await?)
         })
         .await?;
     app.publish(&[event]).await;
     Ok(no_store(shared::http::no_content()))
+}
+
+/// `POST /api/users/refresh {"refreshToken": "…"}`: exchanges a refresh
+/// token for a new access token and the next refresh token (200 with the
+/// user object). An unknown, expired or revoked token is a 401. A token used
+/// before is a 401 that also revokes its family and bumps the user's token
+/// version, which ends every session of the user.
+pub async fn refresh_session(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
+    let body = read_json(request, BODY_LIMIT).await?;
+    let presented = refresh_token_field(&body)?;
+    let now = shared::time::now_micros();
+    let ttl = refresh::ttl_seconds().await?;
+    let invalid = || ApiError::Unauthorized("the refresh token is invalid or has expired".into());
+
+    let (outcome, published) = app
+        .db
+        .transaction(async |tx| match refresh::exchange(tx, &presented, now, ttl).await? {
+            refresh::Exchange::Invalid => Err(invalid()),
+            refresh::Exchange::Reused { user_id } => {
+                let Some(mut user) = store::lock_user(tx, &user_id).await? else { return Err(invalid()) };
+                store::bump_token_version(tx, &user.id, now).await?;
+                user.token_version += 1;
+                let event = events::user_changed(&app.outbox, tx, "user.updated", &user).await?;
+                Ok((None, vec![event]))
+            }
+            refresh::Exchange::Rotated { user_id, token } => {
+                let user = store::lock_user(tx, &user_id).await?.ok_or_else(invalid)?;
+                Ok((Some((user, token)), Vec::new()))
+            }
+        })
+        .await?;
+    app.publish(&published).await;
+    let Some((user, refresh_token)) = outcome else {
+        return Err(ApiError::Unauthorized(
+            "the refresh token was used before, so every session of this user has ended; log in again".into(),
+        ));
+    };
+    let token = app.issue_token(&user)?;
+    Ok(user_response(StatusCode::OK, &user, &token, Some(&refresh_token)))
+}
+
+/// Reads `{"refreshToken": "…"}`: 422 for another shape or a missing token.
+fn refresh_token_field(body: &Value) -> Result<String, ApiError> {
+    let object = body.as_object().ok_or_else(|| ApiError::invalid("refreshToken", "can't be blank"))?;
+    if object.keys().any(|key| key != "refreshToken") {
+        return Err(ApiError::invalid("body", "may hold only `refreshToken`"));
+    }
+    match object.get("refreshToken") {
+        Some(Value::String(token)) if !token.is_empty() => Ok(token.clone()),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(ApiError::invalid("refreshToken", "can't be blank")),
+        Some(_) => Err(ApiError::invalid("refreshToken", "must be a string")),
+    }
 }
 
 /// The validated fields of a `PUT /api/user` body.
