@@ -544,11 +544,14 @@ async fn request_logs_count_statements() {
     // A write costs 8 statements besides its own. The transaction adds the
     // session's lock wait timeout, START TRANSACTION, the aggregate version
     // (upsert and read), the event row, one insert for the deliveries to the
-    // three consumers and COMMIT. After the pushes, one update marks them delivered.
+    // three consumers and COMMIT. After the pushes, one update marks them
+    // delivered. Registration also records the `email` event for
+    // notifications (4 statements) and the first refresh token (1), and
+    // login stores its refresh token (1).
     let expected = [
-        ("POST", "/api/users", 10),
-        ("POST", "/api/users", 10),
-        ("POST", "/api/users/login", 1),
+        ("POST", "/api/users", 15),
+        ("POST", "/api/users", 15),
+        ("POST", "/api/users/login", 2),
         ("GET", "/api/user", 1),
         ("PUT", "/api/user", 10),
         ("PUT", "/api/user", 11),
@@ -818,4 +821,22 @@ async fn refresh_rejects_bad_bodies_and_tokens() {
     let not_json = host.request("POST", "/api/users/refresh", &[("content-type", "text/plain")], "x").await;
     assert_eq!(not_json.status, 415);
     assert_eq!(exchange(&host, &good).await.status, 200, "the failed attempts left the token usable");
+}
+
+#[tokio::test]
+async fn deeply_nested_bodies_are_rejected_before_parsing() {
+    let host = Host::start(app_options());
+    let nested = format!(r#"{{"user": {{"bio": {}"x"{}}}}}"#, "[".repeat(20), "]".repeat(20));
+    let token = registered(&host, &name("nested")).await;
+
+    for (method, path, token) in [("POST", "/api/users", None), ("PUT", "/api/user", Some(token.as_str()))] {
+        let mut headers = vec![("content-type", "application/json")];
+        let auth = token.map(|t| format!("Token {t}"));
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let reply = host.request(method, path, &headers, nested.clone()).await;
+        assert_eq!(reply.status, 422, "{method} {path}: {}", reply.text());
+        assert!(reply.json()["errors"]["body"][0].as_str().is_some_and(|m| m.contains("deeper than 16")), "{}", reply.text());
+    }
 }

@@ -41,6 +41,10 @@ pub struct Ctx {
     pub stats: Rc<Stats>,
     route: Cell<&'static str>,
     note: std::cell::RefCell<Option<String>>,
+    /// Headers for the response, whatever it turns out to be (rate-limit state).
+    extra_headers: std::cell::RefCell<Vec<(&'static str, String)>>,
+    /// The rules of a write admitted by `crate::ratelimit::admit`, for its per-user count.
+    pub(crate) limits: std::cell::RefCell<Option<Rc<crate::ratelimit::Limits>>>,
 }
 
 impl Ctx {
@@ -64,6 +68,8 @@ impl Ctx {
             stats: Rc::new(Stats::default()),
             route: Cell::new("unmatched"),
             note: std::cell::RefCell::new(None),
+            extra_headers: Default::default(),
+            limits: Default::default(),
         }
     }
 
@@ -82,6 +88,11 @@ impl Ctx {
             .map(|trace_id| format!("00-{trace_id}-{}-01", crate::ids::random_hex(8)))
     }
 
+    /// Adds a header to this request's response, error responses included.
+    pub fn add_response_header(&self, name: &'static str, value: String) {
+        self.extra_headers.borrow_mut().push((name, value));
+    }
+
     /// Names the route pattern being served, for the log line.
     pub fn set_route(&self, route: &'static str) {
         self.route.set(route);
@@ -92,7 +103,8 @@ impl Ctx {
 /// preflight from an allowed origin, turns an error into the envelope (5xx
 /// bodies carry only the request id), adds `x-request-id`, the headers of
 /// `crate::cors` and `Cache-Control: no-store` when the request carried
-/// credentials, and writes the request's log line.
+/// credentials, and writes the request's log line. Requests to `/api/`
+/// routes pass the rate limits of `crate::ratelimit` first.
 pub async fn serve(
     component: &'static str,
     request: Request,
@@ -105,12 +117,19 @@ pub async fn serve(
     let origin = cors.allowed_origin(request.headers());
     let authenticated = request.headers().contains_key(header::AUTHORIZATION);
 
+    let class = crate::ratelimit::class_of(request.method().as_str(), request.uri().path());
     let outcome = match cors.preflight(&request) {
         Some(preflight) => {
             ctx.set_route("preflight");
             Ok(preflight)
         }
-        None => handler(&ctx, request).await,
+        None => match class {
+            Some(class) => match crate::ratelimit::admit(&ctx, request.headers(), class).await {
+                Ok(()) => handler(&ctx, request).await,
+                Err(refused) => Err(refused),
+            },
+            None => handler(&ctx, request).await,
+        },
     };
     let (mut response, error) = match outcome {
         Ok(response) => (response, None),
@@ -125,6 +144,11 @@ pub async fn serve(
     let error = error.or_else(|| ctx.note.borrow_mut().take());
     if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    for (name, value) in ctx.extra_headers.borrow_mut().drain(..) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
     }
 
     RequestLog {
@@ -288,8 +312,43 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if is_json { Ok(()) } else { Err(ApiError::UnsupportedMediaType) }
 }
 
-/// Parses a JSON body. The error gives where parsing stopped, never what the body contained.
+/// The deepest nesting of arrays and objects a JSON body may have. No route
+/// reads deeper than 3 levels; the parser's own limit (128) is far looser.
+pub const MAX_JSON_DEPTH: usize = 16;
+
+/// Returns the deepest nesting of arrays and objects in `body`, counting
+/// brackets outside strings only, so a body is measured before it is parsed.
+fn json_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Parses a JSON body. The error gives where parsing stopped, never what the
+/// body contained. Nesting deeper than [`MAX_JSON_DEPTH`] is a 422.
 pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if json_depth(body) > MAX_JSON_DEPTH {
+        return Err(ApiError::invalid("body", format!("nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")));
+    }
     serde_json::from_slice(body).map_err(|error| {
         ApiError::BadRequest(format!(
             "the body is not valid JSON (line {}, column {})",
@@ -319,6 +378,17 @@ mod tests {
             }
         }
         text
+    }
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings() {
+        assert_eq!(json_depth(br#"{"user": {"tags": ["a"]}}"#), 3);
+        assert_eq!(json_depth(br#"{"text": "[[[[{{{{\"]]"}"#), 1);
+        assert_eq!(json_depth(b"17"), 0);
+        let deep = format!("{}{}", "[".repeat(17), "]".repeat(17));
+        assert!(matches!(parse_json(deep.as_bytes()), Err(ApiError::Validation(_))));
+        let allowed = format!("{}{}", "[".repeat(16), "]".repeat(16));
+        assert!(parse_json(allowed.as_bytes()).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`outbound`]: outbound HTTP with a deadline;
 //! - [`events`]: the outbox, event delivery, dispatch and resync;
 //! - [`revocation`]: refusing revoked user tokens outside profiles;
+//! - [`ratelimit`]: per-address and per-user limits in the key-value store;
 //! - [`platform`]: health, events and dispatch for a component without an API yet;
 //! - [`query`]: query strings and paging parameters;
 //! - [`text`]: normalised keys and limits for what users type;
@@ -36,6 +37,7 @@ pub mod outbound;
 pub mod password;
 pub mod platform;
 pub mod query;
+pub mod ratelimit;
 pub mod revocation;
 pub mod service;
 pub mod telemetry;

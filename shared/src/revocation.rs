@@ -25,9 +25,16 @@ use crate::kv::Kv;
 use crate::params;
 
 /// Authenticates a request to a component that only verifies tokens: 401
-/// without a token, with a bad one or with a revoked one.
-pub async fn caller(verifier: &Verifier, db: &Db, kv: &Kv, headers: &http::HeaderMap) -> Result<Identity, ApiError> {
-    optional_caller(verifier, db, kv, headers)
+/// without a token, with a bad one or with a revoked one. A write then
+/// counts against the user's rate limit (`crate::ratelimit::per_user`).
+pub async fn caller(
+    ctx: &crate::http::Ctx,
+    verifier: &Verifier,
+    db: &Db,
+    kv: &Kv,
+    headers: &http::HeaderMap,
+) -> Result<Identity, ApiError> {
+    optional_caller(ctx, verifier, db, kv, headers)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))
 }
@@ -35,6 +42,7 @@ pub async fn caller(verifier: &Verifier, db: &Db, kv: &Kv, headers: &http::Heade
 /// Authenticates a request where a token is optional. A token that is sent
 /// must be valid and not revoked, so a bad one is a 401 even here.
 pub async fn optional_caller(
+    ctx: &crate::http::Ctx,
     verifier: &Verifier,
     db: &Db,
     kv: &Kv,
@@ -42,6 +50,7 @@ pub async fn optional_caller(
 ) -> Result<Option<Identity>, ApiError> {
     let Some(identity) = verifier.identity(headers)? else { return Ok(None) };
     check(db, kv, &identity).await?;
+    crate::ratelimit::per_user(ctx, &identity.user_id)?;
     Ok(Some(identity))
 }
 

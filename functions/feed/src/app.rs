@@ -53,12 +53,12 @@ impl<'a> App<'a> {
 
     /// Authenticates the caller of a route that requires a token: 401 without one.
     pub async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        shared::revocation::caller(&self.verifier, &self.db, &self.kv, headers).await
+        shared::revocation::caller(self.ctx, &self.verifier, &self.db, &self.kv, headers).await
     }
 
     /// Authenticates the caller of a route where a token is optional.
     pub async fn optional_caller(&self, headers: &HeaderMap) -> Result<Option<Identity>, ApiError> {
-        shared::revocation::optional_caller(&self.verifier, &self.db, &self.kv, headers).await
+        shared::revocation::optional_caller(self.ctx, &self.verifier, &self.db, &self.kv, headers).await
     }
 
     /// Returns the caller's author block, for routes that write in the

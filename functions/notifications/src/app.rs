@@ -35,6 +35,6 @@ impl<'a> App<'a> {
 
     /// Authenticates the caller: 401 without a valid, unrevoked token.
     pub async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        shared::revocation::caller(&self.verifier, &self.db, &self.kv, headers).await
+        shared::revocation::caller(self.ctx, &self.verifier, &self.db, &self.kv, headers).await
     }
 }

@@ -74,6 +74,7 @@ impl<'a> App<'a> {
             .await?
             .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
         check_version(&identity, &user)?;
+        shared::ratelimit::per_user(self.ctx, &user.id)?;
         Ok(Some(Caller { token: token.to_string(), user }))
     }
 
@@ -82,7 +83,9 @@ impl<'a> App<'a> {
     pub fn identity(&self, headers: &HeaderMap) -> Result<(String, Identity), ApiError> {
         let token = auth::bearer_token(headers)?
             .ok_or_else(|| ApiError::Unauthorized("this route needs an Authorization header".into()))?;
-        Ok((token.to_string(), self.verify(token)?))
+        let identity = self.verify(token)?;
+        shared::ratelimit::per_user(self.ctx, &identity.user_id)?;
+        Ok((token.to_string(), identity))
     }
 
     fn verify(&self, token: &str) -> Result<Identity, ApiError> {
