@@ -64,6 +64,15 @@ pub async fn required(name: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// Reads a variable that must be declared but may be empty (a list that
+/// can have no entries), trimmed.
+pub async fn declared(name: &str) -> Result<String, ConfigError> {
+    match spin_sdk::variables::get(name).await {
+        Ok(value) => Ok(value.trim().to_string()),
+        Err(error) => Err(ConfigError::new(name, describe(&error))),
+    }
+}
+
 /// Reads a variable that must be set and contains a secret.
 pub async fn required_secret(name: &str) -> Result<Secret, ConfigError> {
     required(name).await.map(Secret::new)

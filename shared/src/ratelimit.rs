@@ -104,7 +104,7 @@ impl Limits {
             address: rule("address", "rate_limit_address").await?,
             auth: rule("auth", "rate_limit_auth").await?,
             user_writes: rule("user-writes", "rate_limit_user_writes").await?,
-            trusted_proxies: parse_proxies(&config::required("trusted_proxies").await?)?,
+            trusted_proxies: parse_proxies(&config::declared("trusted_proxies").await?)?,
         })
     }
 }
