@@ -10,11 +10,10 @@
 //! that another test keeps pending on purpose.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use conduit_tests::{
-    Host, Reply, TestUser, admin_db, app_options, dispatch, grant_admin, log_in, register_user, scratch_dir, unique_name,
+    Host, Reply, TestUser, admin_db, app_options, dispatch, grant_admin, log_in, register_user, unique_name,
     with_and_without_reuse,
 };
 use mysql_async::prelude::Queryable;
@@ -1705,27 +1704,10 @@ async fn cached_article_is_per_viewer() {
 
 // ---- outages ----
 
-/// Writes a runtime config whose `feed` store is Redis on a closed port and
-/// whose other stores are Spin's SQLite store.
-fn runtime_config_with_feed_store_down() -> PathBuf {
-    let closed_port = conduit_tests::free_port();
-    let mut text = String::new();
-    for label in ["profiles", "feed", "payments", "notifications"] {
-        if label == "feed" {
-            text.push_str(&format!("[key_value_store.feed]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{closed_port}/0\"\n\n"));
-        } else {
-            text.push_str(&format!("[key_value_store.{label}]\ntype = \"spin\"\n\n"));
-        }
-    }
-    let config = scratch_dir("feed-store-down").join("runtime-config.toml");
-    std::fs::write(&config, text).unwrap();
-    config
-}
-
 #[tokio::test]
 async fn key_value_outage_serves_from_database() {
     let mut options = app_options();
-    options.runtime_config = Some(runtime_config_with_feed_store_down());
+    options.runtime_config = Some(conduit_tests::runtime_config_with_stores_down(&["feed"]));
     let host = Host::start(options);
     let (ann, bob) = (register(&host, "ann").await, register(&host, "bob").await);
     follow(&host, &bob, &ann).await;

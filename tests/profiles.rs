@@ -446,15 +446,13 @@ async fn sixteen_concurrent_logins_succeed() {
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200; 16]);
     let logs = host.request_logs().await;
-    // The host's lines name the trigger route that matched, and the instance that served it.
+    // The host's lines name the trigger route that matched. How the logins
+    // spread over instances depends on timing: each one blocks its instance
+    // while it hashes, so a burst may start up to 16 instances. Instance reuse
+    // itself is tested in host.rs.
     let logins: Vec<&Value> = logs.iter().filter(|l| l["route"] == "/api/users/..." && l["status"] == 200).collect();
     assert_eq!(logins.len(), 16);
-    let mut per_instance = std::collections::BTreeMap::<String, usize>::new();
-    for line in &logins {
-        *per_instance.entry(line["instance"].to_string()).or_default() += 1;
-    }
-    let busiest = per_instance.values().max().copied().unwrap_or(0);
-    assert!(busiest > 1, "no instance served more than one login: {per_instance:?}");
+    assert!(logins.iter().all(|line| line["instance"].as_u64().is_some()), "each line names its instance");
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use conduit_tests::{Host, HostOptions, Reply, app_options, dispatch, register_user, scratch_dir};
+use conduit_tests::{Host, HostOptions, Reply, app_options, dispatch, register_user, runtime_config_with_stores_down};
 use serde_json::json;
 
 const LOGIN: &str = "/api/users/login";
@@ -119,27 +119,10 @@ async fn routes_outside_the_api_have_no_limits() {
     }
 }
 
-/// Writes a runtime config whose `profiles` and `feed` stores are Redis on a
-/// closed port, the others Spin's SQLite store.
-fn runtime_config_with_stores_down() -> std::path::PathBuf {
-    let closed_port = conduit_tests::free_port();
-    let mut text = String::new();
-    for label in ["profiles", "feed", "payments", "notifications"] {
-        if matches!(label, "profiles" | "feed") {
-            text.push_str(&format!("[key_value_store.{label}]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{closed_port}/0\"\n\n"));
-        } else {
-            text.push_str(&format!("[key_value_store.{label}]\ntype = \"spin\"\n\n"));
-        }
-    }
-    let config = scratch_dir("limiter-store-down").join("runtime-config.toml");
-    std::fs::write(&config, text).unwrap();
-    config
-}
-
 #[tokio::test]
 async fn limiter_outage_refuses_sign_in_only() {
     let mut options = app_options();
-    options.runtime_config = Some(runtime_config_with_stores_down());
+    options.runtime_config = Some(runtime_config_with_stores_down(&["profiles", "feed"]));
     let host = Host::start(options);
 
     let login = failed_login(&host, &[]).await;

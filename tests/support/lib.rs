@@ -442,3 +442,20 @@ where
     check(Host::start(options.clone()), true).await;
     check(Host::start(options.arg("--max-instance-reuse-count").arg("1")), false).await;
 }
+
+/// Writes a runtime config whose stores named in `down` are Redis on a
+/// closed port, the others Spin's SQLite store, and returns its path.
+pub fn runtime_config_with_stores_down(down: &[&str]) -> PathBuf {
+    let closed_port = free_port();
+    let mut text = String::new();
+    for label in ["profiles", "feed", "payments", "notifications"] {
+        if down.contains(&label) {
+            text.push_str(&format!("[key_value_store.{label}]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{closed_port}/0\"\n\n"));
+        } else {
+            text.push_str(&format!("[key_value_store.{label}]\ntype = \"spin\"\n\n"));
+        }
+    }
+    let config = scratch_dir("stores-down").join("runtime-config.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
