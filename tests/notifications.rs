@@ -1338,3 +1338,23 @@ async fn verified_address_gets_no_stale_verification_link() {
         .unwrap();
     assert_eq!(statuses, ["dropped"]);
 }
+
+#[tokio::test]
+async fn email_turned_off_after_queueing_is_not_sent() {
+    let _serial = one_at_a_time().await;
+    let app = App::start();
+    let (ann, bob) = (register_user(&app.host, "ann").await, register_user(&app.host, "bob").await);
+    let address = email_of(&ann.username);
+    verify_email(&app, &ann).await;
+    let slug = publish(&app.host, &ann).await;
+    let sent_before = app.brevo.emails_to(&address).len();
+
+    // The comment's email is queued; before dispatch sends it, Ann turns comment email off.
+    let queued = comment_and_find_email(&app.host, &slug, &bob, &ann).await;
+    set_preference(&app.host, &ann, "comment", "email", false).await;
+    run_dispatch(&app.host, "notifications").await;
+
+    assert_eq!(queued.status, "pending", "{queued:?}");
+    assert_eq!(email_row(&queued.id).await.status, "dropped");
+    assert_eq!(app.brevo.emails_to(&address).len(), sent_before, "the queued email was not sent");
+}

@@ -9,6 +9,10 @@
 //! 4xx other than 401, 403, 408 and 429) fails it at once. `last_error` keeps
 //! the reason: a status or a transport error, never the provider's text.
 //!
+//! Preferences and the address are checked again before each send, so an
+//! email queued before the user turned its kind off, or changed the
+//! address, is dropped instead of sent.
+//!
 //! Only a verified address receives anything but a verification link, and
 //! every such email carries a one-click unsubscribe link (RFC 8058, see
 //! `unsubscribe.rs`). The messages carry the least personal data that
@@ -287,7 +291,8 @@ pub struct SendReport {
     pub sent: u32,
     pub retrying: u32,
     pub failed: u32,
-    /// No longer wanted: the address changed or lost its verification.
+    /// No longer wanted: the address changed or lost its verification, or
+    /// the user turned this kind of email off.
     pub dropped: u32,
 }
 
@@ -295,7 +300,8 @@ struct Claimed {
     id: String,
     attempts: i64,
     email: Outgoing,
-    /// Whether the address is still the user's and verified (not needed for a verification link).
+    /// Whether the address is still the user's and verified, and the user
+    /// still wants this kind of email (not checked for a verification link).
     still_wanted: bool,
 }
 
@@ -305,7 +311,11 @@ impl Claimed {
         let to: String = row.get("to_address")?;
         let current: Option<String> = row.get("current_email")?;
         let verified: Option<bool> = row.get("verified")?;
-        let still_wanted = kind == VERIFICATION || (current.as_deref() == Some(to.as_str()) && verified == Some(true));
+        // An email was queued under a choice to receive it, so only a later
+        // `false` (a PUT or an unsubscribe since) stops it.
+        let enabled: Option<bool> = row.get("email_enabled")?;
+        let still_wanted = kind == VERIFICATION
+            || (current.as_deref() == Some(to.as_str()) && verified == Some(true) && enabled != Some(false));
         Ok(Self {
             id: row.get("id")?,
             attempts: row.get("attempts")?,
@@ -359,8 +369,10 @@ pub async fn send_due(ctx: &Ctx, db: &Db, provider: &impl EmailProvider) -> Resu
         .query(
             &format!(
                 "SELECT e.id, e.kind, e.to_address, e.subject, e.text_body, e.html_body, e.unsubscribe_url, e.attempts,
-                        a.email AS current_email, a.verified
-                 FROM emails e LEFT JOIN addresses a ON a.user_id = e.user_id
+                        a.email AS current_email, a.verified, p.enabled AS email_enabled
+                 FROM emails e
+                 LEFT JOIN addresses a ON a.user_id = e.user_id
+                 LEFT JOIN preferences p ON p.user_id = e.user_id AND p.type = e.kind AND p.channel = 'email'
                  WHERE e.id IN ({}) AND e.lease_owner = ?",
                 marks(ids.len())
             ),
