@@ -8,7 +8,7 @@
 use conduit_tests::log_scan::{Finding, Scanner};
 use conduit_tests::{TEST_PASSWORD, fake_brevo, fake_mollie, test_env, workspace_root};
 
-/// Tells whether a variable of `tests/test.env` holds a secret: a password,
+/// Tells whether a variable of `tests/test.env` contains a secret: a password,
 /// a key (not the public key, which is meant to be seen) or a token.
 fn is_secret(name: &str) -> bool {
     (name.ends_with("_PASSWORD") || name.ends_with("_KEY") || name.ends_with("_TOKEN")) && !name.ends_with("_PUBLIC_KEY")

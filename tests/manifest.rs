@@ -87,7 +87,7 @@ fn each_component_has_health_route() {
 
 #[test]
 fn secrets_and_hosts_stay_narrow() {
-    // Least privilege: secrets have no default, and outbound hosts are exactly these.
+    // Secrets have no default, and each component gets exactly its outbound hosts.
     let manifest = manifest();
 
     for (name, variable) in manifest["variables"].as_table().unwrap() {

@@ -24,7 +24,7 @@ pub fn random_hex(len: usize) -> String {
     hex(&bytes)
 }
 
-/// A random token of `len` bytes in unpadded base64url (RFC 4648 §5), for
+/// Makes a random token of `len` bytes in unpadded base64url (RFC 4648 §5), for
 /// links sent by email: 32 bytes give 43 characters of `A-Z a-z 0-9 - _`.
 pub fn random_token(len: usize) -> String {
     let mut bytes = vec![0; len];

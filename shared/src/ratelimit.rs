@@ -3,7 +3,7 @@
 //!
 //! Each rule is a fixed window: `<limit>/<seconds>` from a Spin variable.
 //! A request adds one to the counter `rl:<rule>:<subject>:<window start>`
-//! and is refused with `429`, `Retry-After` (the seconds to the window's
+//! and is rejected with `429`, `Retry-After` (the seconds to the window's
 //! end) and the `RateLimit` and `RateLimit-Policy` headers once the count
 //! passes the limit. The headers go on admitted responses too. Counters are
 //! never read or written any other way, and each component counts its own
@@ -177,19 +177,19 @@ fn count(kv: &Kv, rule: &Rule, subject: &str) -> Result<Counted, crate::kv::KvEr
 fn apply(ctx: &Ctx, kv: &Kv, rules: &[&Rule], subject: &str) -> Result<(), Option<ApiError>> {
     let mut policies = Vec::new();
     let mut states = Vec::new();
-    let mut refused = None;
+    let mut rejected = None;
     for rule in rules {
         let counted = count(kv, rule, subject).map_err(|_| None)?;
         let (policy, state) = header_entries(rule, counted);
         policies.push(policy);
         states.push(state);
-        if counted.count > rule.limit && refused.is_none() {
-            refused = Some(counted.reset.max(1));
+        if counted.count > rule.limit && rejected.is_none() {
+            rejected = Some(counted.reset.max(1));
         }
     }
     ctx.add_response_header("ratelimit-policy", policies.join(", "));
     ctx.add_response_header("ratelimit", states.join(", "));
-    match refused {
+    match rejected {
         Some(wait) => Err(Some(ApiError::TooManyRequests {
             message: "too many requests; retry after the time in Retry-After".into(),
             retry_after_seconds: wait,
@@ -214,9 +214,9 @@ pub async fn admit(ctx: &Ctx, headers: &HeaderMap, class: Class) -> Result<(), A
     };
     match apply(ctx, &kv, &rules, &address.to_string()) {
         Ok(()) => Ok(()),
-        Err(Some(refused)) => Err(refused),
+        Err(Some(rejected)) => Err(rejected),
         Err(None) if class == Class::Auth => {
-            Err(ApiError::Unavailable("rate-limit store unavailable: sign-in routes refused".into()))
+            Err(ApiError::Unavailable("rate-limit store unavailable, so sign-in is rejected; retry later".into()))
         }
         Err(None) => {
             ctx.note_error("rate-limit store failed; request not limited");
@@ -233,7 +233,7 @@ pub fn per_user(ctx: &Ctx, user_id: &str) -> Result<(), ApiError> {
     let kv = Kv::new(ctx.component, ctx.stats.clone());
     match apply(ctx, &kv, &[&limits.user_writes], &format!("user:{user_id}")) {
         Ok(()) => Ok(()),
-        Err(Some(refused)) => Err(refused),
+        Err(Some(rejected)) => Err(rejected),
         Err(None) => {
             ctx.note_error("rate-limit store failed; write not limited");
             Ok(())

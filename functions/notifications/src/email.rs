@@ -302,7 +302,7 @@ struct Claimed {
     email: Outgoing,
     /// Whether the address is still the user's and verified, and the user
     /// still wants this kind of email (not checked for a verification link).
-    still_wanted: bool,
+    deliverable: bool,
 }
 
 impl Claimed {
@@ -314,12 +314,12 @@ impl Claimed {
         // An email was queued under a choice to receive it, so only a later
         // `false` (a PUT or an unsubscribe since) stops it.
         let enabled: Option<bool> = row.get("email_enabled")?;
-        let still_wanted = kind == VERIFICATION
+        let deliverable = kind == VERIFICATION
             || (current.as_deref() == Some(to.as_str()) && verified == Some(true) && enabled != Some(false));
         Ok(Self {
             id: row.get("id")?,
             attempts: row.get("attempts")?,
-            still_wanted,
+            deliverable,
             email: Outgoing {
                 to,
                 subject: row.get("subject")?,
@@ -383,7 +383,7 @@ pub async fn send_due(ctx: &Ctx, db: &Db, provider: &impl EmailProvider) -> Resu
 
     for chunk in claimed.chunks(SEND_CONCURRENCY) {
         let sends = chunk.iter().map(|email| async move {
-            if !email.still_wanted {
+            if !email.deliverable {
                 return (email, None);
             }
             (email, Some(provider.send(&email.email).await))

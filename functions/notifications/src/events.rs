@@ -12,7 +12,7 @@
 //!
 //! A `*.deleted` event of a follow, comment or favourite removes the
 //! notification its creation made, so the inbox shows what is still true.
-//! Nobody is notified of their own action. Each notification is checked
+//! A user's own actions notify no one. Each notification is checked
 //! against the recipient's preferences (`preferences.rs`) before anything is
 //! stored or queued. Every event applies once: `shared::events` records its
 //! id and compares the aggregate's version in the same transaction.
@@ -140,7 +140,7 @@ struct TopUpPayload {
 }
 
 /// The notification an event calls for, before preferences are checked.
-struct Wanted {
+struct Candidate {
     recipient: String,
     actor: Option<String>,
     kind: &'static str,
@@ -194,8 +194,8 @@ impl Projection for Inbox<'_> {
         if event.is_deletion() {
             return self.remove(tx, &source).await;
         }
-        let Some(wanted) = wanted(event)? else { return Ok(()) };
-        self.notify(tx, wanted, &source, now).await
+        let Some(candidate) = candidate_for(event)? else { return Ok(()) };
+        self.notify(tx, candidate, &source, now).await
     }
 
     async fn applied(&self, event: &Event) {
@@ -215,14 +215,14 @@ async fn revocation_cache(kv: &Kv, event: &Event) {
 
 /// Maps an event that creates something onto the notification it calls
 /// for; `None` for an event without one.
-fn wanted(event: &Event) -> Result<Option<Wanted>, ApiError> {
+fn candidate_for(event: &Event) -> Result<Option<Candidate>, ApiError> {
     let key = (event.producer.as_str(), event.aggregate_type.as_str());
-    let wanted = if key == FOLLOWS {
+    let candidate = if key == FOLLOWS {
         let follow: FollowPayload = payload(event)?;
-        Wanted { recipient: follow.followee_id, actor: Some(follow.follower_id), kind: "follow", data: json!({}) }
+        Candidate { recipient: follow.followee_id, actor: Some(follow.follower_id), kind: "follow", data: json!({}) }
     } else if key == COMMENTS {
         let comment: CommentPayload = payload(event)?;
-        Wanted {
+        Candidate {
             recipient: comment.article_author_id,
             actor: Some(comment.author_id),
             kind: "comment",
@@ -230,7 +230,7 @@ fn wanted(event: &Event) -> Result<Option<Wanted>, ApiError> {
         }
     } else if key == FAVORITES {
         let favorite: FavoritePayload = payload(event)?;
-        Wanted {
+        Candidate {
             recipient: favorite.article_author_id,
             actor: Some(favorite.user_id),
             kind: "favorite",
@@ -238,7 +238,7 @@ fn wanted(event: &Event) -> Result<Option<Wanted>, ApiError> {
         }
     } else if event.kind == "tip.received" {
         let tip: TipPayload = payload(event)?;
-        Wanted {
+        Candidate {
             recipient: tip.to_user_id,
             actor: Some(tip.from_user_id),
             kind: "tip",
@@ -247,7 +247,7 @@ fn wanted(event: &Event) -> Result<Option<Wanted>, ApiError> {
     } else if let Some(outcome) = event.kind.strip_prefix("top_up.") {
         let top_up: TopUpPayload = payload(event)?;
         let status = if outcome == "succeeded" { "succeeded" } else { "failed" };
-        Wanted {
+        Candidate {
             recipient: top_up.user_id,
             actor: None,
             kind: "top_up",
@@ -256,25 +256,25 @@ fn wanted(event: &Event) -> Result<Option<Wanted>, ApiError> {
     } else {
         return Ok(None);
     };
-    Ok(Some(wanted))
+    Ok(Some(candidate))
 }
 
 impl Inbox<'_> {
     /// Stores the notification and queues its email, as the recipient's
-    /// preferences allow. Nothing for one's own action or a deleted recipient.
-    async fn notify(&self, tx: &Tx<'_>, wanted: Wanted, source: &str, now: i64) -> Result<(), ApiError> {
-        if wanted.actor.as_deref() == Some(wanted.recipient.as_str()) || store::user_deleted(tx, &wanted.recipient).await? {
+    /// preferences allow. Skips one's own action and a deleted recipient.
+    async fn notify(&self, tx: &Tx<'_>, candidate: Candidate, source: &str, now: i64) -> Result<(), ApiError> {
+        if candidate.actor.as_deref() == Some(candidate.recipient.as_str()) || store::user_deleted(tx, &candidate.recipient).await? {
             return Ok(());
         }
-        let choices = Preferences::load(tx, &wanted.recipient).await?;
-        if choices.enabled(wanted.kind, preferences::IN_APP) {
-            store::lock_count(tx, &wanted.recipient).await?;
+        let choices = Preferences::load(tx, &candidate.recipient).await?;
+        if choices.enabled(candidate.kind, preferences::IN_APP) {
+            store::lock_count(tx, &candidate.recipient).await?;
             let notification = NewNotification {
-                user_id: &wanted.recipient,
-                kind: wanted.kind,
-                actor_id: wanted.actor.as_deref(),
+                user_id: &candidate.recipient,
+                kind: candidate.kind,
+                actor_id: candidate.actor.as_deref(),
                 source,
-                data: &wanted.data,
+                data: &candidate.data,
                 now,
             };
             match store::insert(tx, &notification).await {
@@ -283,21 +283,21 @@ impl Inbox<'_> {
                 Err(error) if error.code() == Some(shared::db::codes::DUPLICATE_KEY) => return Ok(()),
                 other => other?,
             }
-            store::add_to_count(tx, &wanted.recipient, 1).await?;
-            self.touched.borrow_mut().push(wanted.recipient.clone());
+            store::add_to_count(tx, &candidate.recipient, 1).await?;
+            self.touched.borrow_mut().push(candidate.recipient.clone());
         }
-        if choices.enabled(wanted.kind, preferences::EMAIL)
-            && let Some(address) = store::verified_address(tx, &wanted.recipient).await?
+        if choices.enabled(candidate.kind, preferences::EMAIL)
+            && let Some(address) = store::verified_address(tx, &candidate.recipient).await?
         {
-            let actor = match &wanted.actor {
+            let actor = match &candidate.actor {
                 Some(id) => store::username(tx, id).await?,
                 None => None,
             };
-            let link = unsubscribe::link(&self.settings.public_base_url, &self.settings.unsubscribe_key, &wanted.recipient, wanted.kind);
-            let message = email::notification(wanted.kind, actor.as_deref(), &wanted.data, &link);
+            let link = unsubscribe::link(&self.settings.public_base_url, &self.settings.unsubscribe_key, &candidate.recipient, candidate.kind);
+            let message = email::notification(candidate.kind, actor.as_deref(), &candidate.data, &link);
             let queued = NewEmail {
-                user_id: &wanted.recipient,
-                kind: wanted.kind,
+                user_id: &candidate.recipient,
+                kind: candidate.kind,
                 to: &address,
                 message: &message,
                 unsubscribe_url: Some(&link),

@@ -55,7 +55,7 @@ fn resolve(method: &Method, path: &str) -> (&'static str, Result<Route, ApiError
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let m = method.as_str();
     let allow = |methods: &'static str| Err(ApiError::MethodNotAllowed(methods));
-    let only = |route: Route, wanted: &'static str| if m == wanted { Ok(route) } else { allow(wanted) };
+    let only = |route: Route, expected: &'static str| if m == expected { Ok(route) } else { allow(expected) };
     match segments.as_slice() {
         ["api", "notifications"] => ("/api/notifications", only(Route::List, "GET")),
         ["api", "notifications", "unread-count"] => ("/api/notifications/unread-count", only(Route::UnreadCount, "GET")),

@@ -1,4 +1,4 @@
-//! Which notifications a user wants, per event type and channel.
+//! Notification preferences: a user's choice per event type and channel.
 //!
 //! Defaults, where a user has chosen nothing: every type appears in the
 //! in-app inbox. Email goes out for comments, tips and top-ups. Follows and

@@ -4,7 +4,7 @@
 //!
 //! A token is `<id>.<secret>`: the id finds the row, and only the secret's
 //! SHA-256 is stored. Each token works once. A used token presented again
-//! means someone holds a copy. Then every token of its family is revoked and
+//! means someone has a copy. Then every token of its family is revoked and
 //! the user's token version bumped, so the access tokens issued so far stop
 //! working as well. Logout-all and a
 //! password change revoke all of a user's refresh tokens.

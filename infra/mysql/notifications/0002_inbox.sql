@@ -66,7 +66,7 @@ CREATE TABLE preferences (
 
 -- The email outbox. A row is written in the transaction that applies the
 -- event and sent by the dispatch run, which claims due rows with a lease.
--- `status`: pending, sent, failed (given up; `last_error` holds the reason) or
+-- `status`: pending, sent, failed (given up; `last_error` contains the reason) or
 -- dropped (unsubscribed or the user deleted before it left). The bodies are
 -- cleared once the row is no longer pending, so a verification token does
 -- not outlive its sending.
