@@ -5,8 +5,21 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldErrors};
 
-/// Returns the object under `key` in a body such as `{"user": {...}}`.
+/// Returns the object under `key` in a body such as `{"user": {...}}`. Any
+/// other key beside the wrapper is a 422, as unknown keys inside it are once
+/// [`Fields::reject_unknown`] runs, so a misplaced field is never ignored.
 pub fn wrapped<'a>(body: &'a Value, key: &str) -> Result<Fields<'a>, ApiError> {
+    if let Some(object) = body.as_object() {
+        let mut others: Vec<&String> = object.keys().filter(|other| *other != key).collect();
+        others.sort();
+        if !others.is_empty() {
+            let mut errors = FieldErrors::new();
+            for other in others {
+                errors.add(other, format!("is not a known field (the body holds only `{key}`)"));
+            }
+            return Err(ApiError::Validation(errors));
+        }
+    }
     match body.get(key) {
         Some(Value::Object(map)) => Ok(Fields { map, errors: FieldErrors::new() }),
         Some(_) => Err(ApiError::invalid(key, "must be an object")),
@@ -148,6 +161,15 @@ mod tests {
         let ApiError::Validation(errors) = fields.finish().unwrap_err() else { panic!("expected 422") };
         let fields: Vec<&str> = errors.iter().map(|(field, _)| field).collect();
         assert_eq!(fields, ["mixed", "text"]);
+    }
+
+    #[test]
+    fn keys_beside_wrapper_are_rejected() {
+        let body = json!({"user": {"username": "a"}, "roles": ["admin"], "balance": 5});
+
+        let Err(ApiError::Validation(errors)) = wrapped(&body, "user") else { panic!("expected 422") };
+        let fields: Vec<&str> = errors.iter().map(|(field, _)| field).collect();
+        assert_eq!(fields, ["balance", "roles"]);
     }
 
     #[test]

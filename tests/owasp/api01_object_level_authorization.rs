@@ -1,0 +1,1 @@
+//! TODO: api01_object_level_authorization

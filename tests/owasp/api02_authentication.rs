@@ -1,0 +1,1 @@
+//! TODO: api02_authentication

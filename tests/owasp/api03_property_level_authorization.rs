@@ -1,0 +1,1 @@
+//! TODO: api03_property_level_authorization

@@ -1,0 +1,1 @@
+//! TODO: api04_resource_consumption

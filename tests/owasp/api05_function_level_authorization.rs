@@ -1,0 +1,1 @@
+//! TODO: api05_function_level_authorization

@@ -1,0 +1,1 @@
+//! TODO: api06_business_flows

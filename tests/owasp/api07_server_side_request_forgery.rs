@@ -1,0 +1,1 @@
+//! TODO: api07_server_side_request_forgery

@@ -1,0 +1,1 @@
+//! TODO: api08_security_misconfiguration

@@ -1,0 +1,1 @@
+//! TODO: api09_inventory

@@ -1,0 +1,1 @@
+//! TODO: api10_unsafe_consumption
