@@ -159,7 +159,7 @@ async fn register_login_current_user_round_trip() {
         assert_eq!(stored_name, username, "the username is kept as entered");
         assert_eq!(username_key, username.to_lowercase());
         assert_eq!(email_key, email.to_lowercase());
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
         assert!(!created.text().contains("argon2"), "the hash is never returned");
         assert!(!me.text().contains("argon2"), "the hash is never returned");
     })
@@ -453,6 +453,41 @@ async fn sixteen_concurrent_logins_succeed() {
     let logins: Vec<&Value> = logs.iter().filter(|l| l["route"] == "/api/users/..." && l["status"] == 200).collect();
     assert_eq!(logins.len(), 16);
     assert!(logins.iter().all(|line| line["instance"].as_u64().is_some()), "each line names its instance");
+}
+
+#[tokio::test]
+async fn login_upgrades_older_password_hashes() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+
+    let host = Host::start(app_options());
+    let username = name("rehash");
+    let token = registered(&host, &username).await;
+    let email = email_of(&username);
+    let older = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(19 * 1024, 2, 1, None).unwrap(),
+    );
+    let salt = SaltString::encode_b64(b"sixteen byte sal").unwrap();
+    let older_hash = older.hash_password(PASSWORD.as_bytes(), &salt).unwrap().to_string();
+    let mut db = admin_db().await;
+    let stored_hash = "SELECT password_hash FROM conduit_test_profiles.users WHERE username = ?";
+    db.exec_drop("UPDATE conduit_test_profiles.users SET password_hash = ? WHERE username = ?", (&older_hash, &username))
+        .await
+        .unwrap();
+
+    let first = login(&host, &email, PASSWORD).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let upgraded: String = db.exec_first(stored_hash, (&username,)).await.unwrap().unwrap();
+    assert!(upgraded.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{upgraded}");
+
+    // The same password still works, the wrong one still fails, and the
+    // token from before the upgrade still works: the password did not change.
+    assert_eq!(login(&host, &email, PASSWORD).await.status, 200);
+    assert_eq!(login(&host, &email, "wrong horse battery").await.status, 401);
+    assert_eq!(current_user(&host, &token).await.status, 200);
+    let unchanged: String = db.exec_first(stored_hash, (&username,)).await.unwrap().unwrap();
+    assert_eq!(unchanged, upgraded, "a current hash is not replaced again");
 }
 
 #[tokio::test]

@@ -238,6 +238,11 @@ impl Host {
         })
     }
 
+    /// Returns the host process's id, e.g. to read its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

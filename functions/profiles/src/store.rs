@@ -76,6 +76,17 @@ pub async fn credentials_by_email(db: &impl Statements, email_key: &str) -> Resu
     }
 }
 
+/// Replaces a password hash made with older parameters. It changes nothing
+/// when the hash is no longer `old_hash` (a password change won the race),
+/// and leaves the token version alone because the password is the same.
+pub async fn replace_password_hash(db: &impl Statements, id: &str, old_hash: &str, new_hash: &str) -> Result<(), DbError> {
+    db.execute(
+        "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+        params![new_hash, id, old_hash],
+    )
+    .await
+}
+
 /// Checks which of a username key and an email key are already taken by
 /// anyone other than `except_id`.
 pub async fn taken(

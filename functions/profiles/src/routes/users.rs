@@ -150,10 +150,28 @@ pub async fn login(app: &App<'_>, request: Request) -> Result<Response, ApiError
     if !password::verify(&password, &credentials.password_hash) {
         return Err(rejected());
     }
+    if password::needs_rehash(&credentials.password_hash) {
+        upgrade_hash(app, &credentials, &password).await;
+    }
     let token = app.issue_token(&credentials.user)?;
     let now = shared::time::now_micros();
     let refresh_token = refresh::issue(&app.db, &credentials.user.id, now, refresh::ttl_seconds().await?).await?;
     Ok(user_response(StatusCode::OK, &credentials.user, &token, Some(&refresh_token)))
+}
+
+/// Stores a hash with the current parameters in place of one made with
+/// older ones. Login succeeds whether or not this works, so a failure is only
+/// noted in the log line, and the next login tries again.
+async fn upgrade_hash(app: &App<'_>, credentials: &store::Credentials, password: &str) {
+    let replaced = match password::hash(password) {
+        Ok(new_hash) => store::replace_password_hash(&app.db, &credentials.user.id, &credentials.password_hash, &new_hash)
+            .await
+            .map_err(|error| format!("storing the upgraded password hash failed: {error}")),
+        Err(error) => Err(format!("upgrading the password hash failed: {error}")),
+    };
+    if let Err(reason) = replaced {
+        app.ctx.note_error(reason);
+    }
 }
 
 pub async fn current(app: &App<'_>, request: Request) -> Result<Response, ApiError> {
