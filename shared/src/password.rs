@@ -3,9 +3,9 @@
 //! Parameters: 7 MiB of memory, 5 passes, 1 lane. OWASP's Password Storage
 //! Cheat Sheet lists five Argon2id settings of equal strength, from 46 MiB
 //! with 1 pass to 7 MiB with 5 passes. In Wasm the 7 MiB one was the
-//! fastest (28 ms against 33 ms for 19 MiB with 2 passes), and a burst of
-//! 16 concurrent logins grew the host by 116 MiB against 289 MiB, because
-//! every busy instance keeps the memory it grew to (docs/benchmarks.md,
+//! fastest: 28 ms against 33 ms for 19 MiB with 2 passes. Memory decided it,
+//! because every busy instance keeps the memory it grew to: 16 hashes at
+//! once grew the host by 116 MiB against 289 MiB (docs/benchmarks.md,
 //! `cargo xtask bench`). The parameters are stored in each hash (PHC string
 //! format), so hashes made with other ones stay verifiable, and
 //! [`needs_rehash`] tells login to replace them.

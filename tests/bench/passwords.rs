@@ -85,9 +85,9 @@ async fn hash_times() {
     }
 }
 
-/// Sends `CLIENTS` hashes at once to a fresh fixture host for each setting;
-/// prints the latency and how much the host's peak memory grew over its
-/// peak right after start.
+/// Sends bursts of `CLIENTS` hashes at once to a fresh fixture host for each
+/// setting. Prints their latency and the growth of the host's peak memory
+/// since start.
 async fn hash_bursts() {
     println!("{CLIENTS} concurrent hashes in Wasm, 5 bursts, a fresh host per setting (Spin's reuse defaults):");
     println!("  {:<22} {:>20} {:>22}", "memory, passes", "median / p99", "host peak growth");

@@ -80,7 +80,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                    tests left (ARGS go to `cargo test`; with ARGS, no ledger check)
   bench            build, then print the host's start-up time and request latency,
                    the profiles and feed routes' latency and statement counts,
-                   the feed cache's hit ratio, and tip latency";
+                   the feed cache's hit ratio, tip latency, and the cost of
+                   Argon2id in Wasm and of concurrent logins";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
@@ -247,7 +248,8 @@ fn bench() -> Result<()> {
     run(&mut Command::new(root().join("target/release/examples/bench_events")))?;
     run(&mut Command::new(root().join("target/release/examples/bench_feed")))?;
     run(&mut Command::new(root().join("target/release/examples/bench_payments")))?;
-    run(&mut Command::new(root().join("target/release/examples/bench_notifications")))
+    run(&mut Command::new(root().join("target/release/examples/bench_notifications")))?;
+    run(&mut Command::new(root().join("target/release/examples/bench_passwords")))
 }
 
 /// Reads `NAME=value` lines; `#` starts a comment line.
