@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{Either, select};
+use http_body_util::{BodyExt, Limited};
 use spin_sdk::http::FullBody;
-use spin_sdk::http::body::IncomingBodyExt;
 
 use crate::service::CallError;
 
@@ -20,8 +20,14 @@ pub struct Reply {
     pub body: Bytes,
 }
 
+/// The largest response body [`send`] reads. A provider's reply takes a few
+/// kilobytes, and the component holds the body in memory.
+pub const MAX_REPLY_BYTES: usize = 1 << 20;
+
 /// Sends `request` and reads the whole response within `deadline`.
-/// Dropping the exchange when the deadline passes abandons the call.
+/// Dropping the exchange when the deadline passes abandons the call. A body
+/// over [`MAX_REPLY_BYTES`] is not read further: the result is
+/// [`CallError::TooLarge`] with the status, which the caller may still act on.
 pub async fn send(request: http::Request<FullBody<Bytes>>, deadline: Duration) -> Result<Reply, CallError> {
     let exchange = async {
         let response = spin_sdk::http::send(request)
@@ -33,11 +39,25 @@ pub async fn send(request: http::Request<FullBody<Bytes>>, deadline: Duration) -
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = response
-            .into_body()
-            .bytes()
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_REPLY_BYTES as u64) {
+            return Err(CallError::TooLarge { status });
+        }
+        let body = Limited::new(response.into_body(), MAX_REPLY_BYTES)
+            .collect()
             .await
-            .map_err(|_| CallError::Transport("body".into()))?;
+            .map_err(|error| {
+                if error.is::<http_body_util::LengthLimitError>() {
+                    CallError::TooLarge { status }
+                } else {
+                    CallError::Transport("body".into())
+                }
+            })?
+            .to_bytes();
         Ok(Reply { status, content_type, body })
     };
     match select(pin!(exchange), pin!(spin_sdk::time::sleep(deadline))).await {

@@ -63,6 +63,8 @@ pub enum CallError {
     Transport(String),
     /// The target responded with a status other than 2xx.
     Status(u16),
+    /// The response body was larger than `outbound::MAX_REPLY_BYTES`.
+    TooLarge { status: u16 },
 }
 
 impl std::fmt::Display for CallError {
@@ -71,6 +73,7 @@ impl std::fmt::Display for CallError {
             Self::Deadline => f.write_str("deadline passed"),
             Self::Transport(kind) => write!(f, "transport error ({kind})"),
             Self::Status(status) => write!(f, "status {status}"),
+            Self::TooLarge { status } => write!(f, "status {status} with a body over {} bytes", crate::outbound::MAX_REPLY_BYTES),
         }
     }
 }

@@ -258,17 +258,21 @@ impl EmailProvider for Brevo {
             .header(http::header::ACCEPT, "application/json")
             .body(FullBody::new(Bytes::from(self.body(email).to_string())))
             .map_err(|_| SendError::Refused("the request could not be built".into()))?;
-        let reply = shared::outbound::send(request, SEND_DEADLINE).await.map_err(|error| match error {
-            CallError::Deadline => SendError::Retry("deadline passed".into()),
-            other => SendError::Retry(other.to_string()),
-        })?;
-        match reply.status {
+        // A body over the size limit is left unread, but its status still
+        // counts: an accepted email must not be sent twice.
+        let (status, body) = match shared::outbound::send(request, SEND_DEADLINE).await {
+            Ok(reply) => (reply.status, reply.body),
+            Err(CallError::TooLarge { status }) => (status, Bytes::new()),
+            Err(CallError::Deadline) => return Err(SendError::Retry("deadline passed".into())),
+            Err(other) => return Err(SendError::Retry(other.to_string())),
+        };
+        match status {
             200..=299 => {
-                let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 Ok(body["messageId"].as_str().unwrap_or("").chars().take(200).collect())
             }
-            status @ (401 | 403 | 408 | 429 | 500..) => Err(SendError::Retry(format!("status {status}"))),
-            status => Err(SendError::Refused(format!("status {status}{}", error_code(&reply.body)))),
+            401 | 403 | 408 | 429 | 500.. => Err(SendError::Retry(format!("status {status}"))),
+            status => Err(SendError::Refused(format!("status {status}{}", error_code(&body)))),
         }
     }
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use shared::ApiError;
 use shared::config::Secret;
 use shared::money::Currency;
+use shared::service::CallError;
 use spin_sdk::http::FullBody;
 
 /// How long one provider call may take before the request gives up on it.
@@ -170,6 +171,10 @@ impl Mollie {
         Self { base_url: base_url.trim_end_matches('/').to_string(), api_key, webhook_url, redirect_url }
     }
 
+    fn over_plain_http(&self) -> bool {
+        self.base_url.starts_with("http://")
+    }
+
     /// Sends one API request within [`PROVIDER_DEADLINE`] and returns the 2xx body.
     async fn call(
         &self,
@@ -197,9 +202,10 @@ impl Mollie {
             .body(FullBody::new(bytes))
             .map_err(|_| ProviderError::Rejected("the request could not be built".into()))?;
 
-        let reply = shared::outbound::send(request, PROVIDER_DEADLINE)
-            .await
-            .map_err(|error| ProviderError::Unavailable(error.to_string()))?;
+        let reply = shared::outbound::send(request, PROVIDER_DEADLINE).await.map_err(|error| match error {
+            CallError::TooLarge { .. } => ProviderError::Rejected(error.to_string()),
+            other => ProviderError::Unavailable(other.to_string()),
+        })?;
         match reply.status {
             200..=299 => Ok(reply.body),
             429 | 500..=599 => Err(ProviderError::Unavailable(format!("status {}", reply.status))),
@@ -208,8 +214,23 @@ impl Mollie {
     }
 }
 
+/// The longest checkout URL passed on to a client.
+const CHECKOUT_URL_MAX: usize = 2048;
+
+/// Checks a checkout URL before a client is sent to it: `https://` with a
+/// host, at most [`CHECKOUT_URL_MAX`] bytes, no spaces or control
+/// characters. `http://` passes only when the provider itself is reached over
+/// plain HTTP, which only a local fake on loopback is.
+fn is_checkout_url(url: &str, allow_http: bool) -> bool {
+    let rest = url.strip_prefix("https://").or_else(|| if allow_http { url.strip_prefix("http://") } else { None });
+    let Some(rest) = rest else { return false };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    url.len() <= CHECKOUT_URL_MAX && !host.is_empty() && !host.contains('@') && url.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Reads a Mollie payment object into the provider-neutral form.
-fn parse_payment(body: &[u8]) -> Result<ProviderPayment, ProviderError> {
+/// `allow_http` is whether the provider's own URL is plain HTTP.
+fn parse_payment(body: &[u8], allow_http: bool) -> Result<ProviderPayment, ProviderError> {
     let payment: MolliePayment =
         serde_json::from_slice(body).map_err(|_| ProviderError::Rejected("unreadable payment".into()))?;
     let currency = Currency::from_code(&payment.amount.currency)
@@ -228,10 +249,16 @@ fn parse_payment(body: &[u8]) -> Result<ProviderPayment, ProviderError> {
     if !is_provider_id(&payment.id) {
         return Err(ProviderError::Rejected("an unexpected payment id".into()));
     }
+    let checkout_url = payment.links.and_then(|links| links.checkout).map(|link| link.href);
+    if let Some(url) = &checkout_url
+        && !is_checkout_url(url, allow_http)
+    {
+        return Err(ProviderError::Rejected("a checkout URL that is not an https URL".into()));
+    }
     Ok(ProviderPayment {
         id: payment.id,
         status,
-        checkout_url: payment.links.and_then(|links| links.checkout).map(|link| link.href),
+        checkout_url,
         amount_minor,
         currency: currency.code().to_string(),
     })
@@ -246,14 +273,16 @@ impl PaymentProvider for Mollie {
             "webhookUrl": self.webhook_url,
             "metadata": { "payment_id": payment.payment_id },
         });
-        parse_payment(&self.call(http::Method::POST, "/v2/payments", Some(body), Some(idempotency_key)).await?)
+        let reply = self.call(http::Method::POST, "/v2/payments", Some(body), Some(idempotency_key)).await?;
+        parse_payment(&reply, self.over_plain_http())
     }
 
     async fn payment(&self, provider_id: &str) -> Result<ProviderPayment, ProviderError> {
         if !is_provider_id(provider_id) {
             return Err(ProviderError::Rejected("not a payment id".into()));
         }
-        parse_payment(&self.call(http::Method::GET, &format!("/v2/payments/{provider_id}"), None, None).await?)
+        let reply = self.call(http::Method::GET, &format!("/v2/payments/{provider_id}"), None, None).await?;
+        parse_payment(&reply, self.over_plain_http())
     }
 
     async fn create_refund(
