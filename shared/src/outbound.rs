@@ -66,11 +66,13 @@ pub async fn send(request: http::Request<FullBody<Bytes>>, deadline: Duration) -
     }
 }
 
-/// Names a WASI HTTP error by its variant only (its payload can quote a URL).
+/// Names a WASI HTTP error by its variant only (its payload can quote a URL):
+/// `ErrorCode::HttpRequestDenied` becomes `HttpRequestDenied`.
 pub(crate) fn error_kind(error: &impl std::fmt::Debug) -> String {
     let text = format!("{error:?}");
-    let end = text.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(text.len());
-    text[..end].to_string()
+    let end = text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(text.len());
+    let path = &text[..end];
+    path.rsplit("::").next().unwrap_or(path).to_string()
 }
 
 #[cfg(test)]
@@ -87,5 +89,13 @@ mod tests {
         }
         assert_eq!(error_kind(&Sample::DestinationNotFound("http://x".into())), "DestinationNotFound");
         assert_eq!(error_kind(&Sample::ConnectionRefused), "ConnectionRefused");
+
+        struct Qualified;
+        impl std::fmt::Debug for Qualified {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple("ErrorCode::DnsError").field(&"http://private.example").finish()
+            }
+        }
+        assert_eq!(error_kind(&Qualified), "DnsError");
     }
 }

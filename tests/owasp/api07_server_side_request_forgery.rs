@@ -240,9 +240,10 @@ async fn unlisted_provider_host_unreachable() {
     assert_eq!(listed_connections, 1, "with the host listed, payments connected to it");
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert_eq!(reply.header("retry-after"), Some("2"), "{}", reply.text());
-    assert!(
-        error.as_str().is_some_and(|e| e.starts_with("payment provider: transport error")),
-        "the call failed before any connection: {error}"
+    assert_eq!(
+        error.as_str(),
+        Some("payment provider: transport error (HttpRequestDenied)"),
+        "the host denied the call before any connection"
     );
     assert_eq!(connections, 0, "the call outside the allow-list reached the tripwire: {first_bytes:?}");
 }
