@@ -1,15 +1,12 @@
-//! API1 Broken Object Level Authorization: a user reaches only their own
+//! API1:2023 Broken Object Level Authorization: a user reaches only their own
 //! payments, notifications, preferences and account. Another user's payment
 //! or notification is a 404 with the body of an id that never existed. An
 //! unsubscribe link works only for its own user and type, and only an
 //! article's or comment's author may change it (403, and it stays unchanged).
 //! Also covered by: tests/payments.rs `foreign_and_unknown_payments_get_404` and `tip_visible_to_parties_and_admin`, tests/notifications.rs `mark_read_touches_own_items_only`, tests/feed.rs `non_authors_get_403`.
 
-use conduit_tests::fake_mollie::FakeMollie;
-use conduit_tests::{
-    Host, Reply, TestUser, admin_db, app_options, email_of, register_user, test_env_value, unique_name,
-};
-use mysql_async::prelude::{FromRow, Queryable};
+use crate::common::{App, eur_balance, field_errors, post_with_new_key, query};
+use conduit_tests::{Host, Reply, TestUser, app_options, email_of, register_user, test_env_value, unique_name};
 use serde_json::{Value, json};
 
 /// A UUID that no payment or notification has.
@@ -20,56 +17,7 @@ const UNSUBSCRIBE_PATH: &str = "/api/notifications/unsubscribe";
 
 // ---- the application and its fake payment provider ----
 
-/// The host and the fake provider its payments component calls. The host
-/// drops first, so it stops before the fake closes its connections.
-struct App {
-    host: Host,
-    mollie: FakeMollie,
-}
-
-impl App {
-    fn start() -> Self {
-        let mollie = FakeMollie::start();
-        let options = app_options()
-            .env("SPIN_VARIABLE_PAYMENT_PROVIDER_URL", mollie.base_url())
-            .env("SPIN_VARIABLE_PAYMENT_PROVIDER_API_KEY", mollie.api_key());
-        let host = Host::start(options);
-        mollie.set_webhook_target(&host.url(""));
-        App { host, mollie }
-    }
-}
-
 // ---- requests ----
-
-/// Posts JSON as `user` with a new `Idempotency-Key`, as the payments routes require.
-async fn post_with_new_key(host: &Host, path: &str, user: &TestUser, body: &Value) -> Reply {
-    let authorization = format!("Token {}", user.token);
-    let key = unique_name("key");
-    let headers = [
-        ("content-type", "application/json"),
-        ("authorization", authorization.as_str()),
-        ("idempotency-key", key.as_str()),
-    ];
-    host.request("POST", path, &headers, body.to_string()).await
-}
-
-/// Tops up the user's wallet through the fake provider and returns the payment id.
-async fn pay_top_up(app: &App, user: &TestUser, amount_minor: i64) -> String {
-    let body = json!({"top_up": {"amount_minor": amount_minor, "currency": "EUR"}});
-    let created = post_with_new_key(&app.host, "/api/wallet/top-ups", user, &body).await;
-    assert_eq!(created.status, 201, "the top-up request failed: {}", created.text());
-    let payment_id = string_at(&created.json()["top_up"]["id"]);
-    let payments = app.mollie.payments();
-    let provider_payment = payments.iter().find(|payment| payment["metadata"]["payment_id"] == payment_id.as_str());
-    let provider_id = provider_payment
-        .and_then(|payment| payment["id"].as_str())
-        .unwrap_or_else(|| panic!("the provider has no payment for top-up {payment_id}: {payments:?}"));
-
-    app.mollie.set_payment_status(provider_id, "paid");
-    let webhook_status = app.mollie.send_webhook(provider_id).await;
-    assert_eq!(webhook_status, 200, "the webhook for the paid top-up got {webhook_status}");
-    payment_id
-}
 
 /// Sends an EUR tip and returns the payment id. Panics unless the status is 201.
 async fn give_tip(host: &Host, sender: &TestUser, recipient: &TestUser, amount_minor: i64) -> String {
@@ -80,7 +28,8 @@ async fn give_tip(host: &Host, sender: &TestUser, recipient: &TestUser, amount_m
 }
 
 async fn get_payment(host: &Host, user: &TestUser, payment_id: &str) -> Reply {
-    host.send("GET", &format!("/api/payments/{payment_id}"), Some(&user.token)).await
+    host.send("GET", &format!("/api/payments/{payment_id}"), Some(&user.token))
+        .await
 }
 
 /// Returns the ids of the user's payment history, newest first.
@@ -91,25 +40,27 @@ async fn history_ids(host: &Host, user: &TestUser) -> Vec<String> {
 /// Returns the ids of `GET /api/payments?<query>` as `user`, newest first.
 async fn history_ids_with_query(host: &Host, user: &TestUser, query: &str) -> Vec<String> {
     let reply = host.send("GET", &format!("/api/payments?{query}"), Some(&user.token)).await;
-    assert_eq!(reply.status, 200, "reading the history with {query:?} failed: {}", reply.text());
+    assert_eq!(
+        reply.status,
+        200,
+        "reading the history with {query:?} failed: {}",
+        reply.text()
+    );
     let body = reply.json();
-    let payments = body["payments"].as_array().unwrap_or_else(|| panic!("the reply has no payments list: {body}"));
+    let payments = body["payments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the reply has no payments list: {body}"));
     payments.iter().map(|payment| string_at(&payment["id"])).collect()
 }
 
-/// Returns the user's EUR balance in cents from `GET /api/wallet`.
-async fn eur_balance(host: &Host, user: &TestUser) -> i64 {
-    let reply = host.send("GET", "/api/wallet", Some(&user.token)).await;
-    assert_eq!(reply.status, 200, "reading the wallet failed: {}", reply.text());
-    let body = reply.json();
-    let balances = body["wallet"]["balances"].as_array().cloned().unwrap_or_default();
-    let eur = balances.iter().find(|balance| balance["currency"] == "EUR");
-    eur.and_then(|balance| balance["amount_minor"].as_i64())
-        .unwrap_or_else(|| panic!("the wallet has no integer EUR balance: {body}"))
-}
-
 async fn follow(host: &Host, follower: &TestUser, followee: &TestUser) {
-    let reply = host.send("POST", &format!("/api/profiles/{}/follow", followee.username), Some(&follower.token)).await;
+    let reply = host
+        .send(
+            "POST",
+            &format!("/api/profiles/{}/follow", followee.username),
+            Some(&follower.token),
+        )
+        .await;
     assert_eq!(reply.status, 200, "follow failed: {}", reply.text());
 }
 
@@ -123,7 +74,9 @@ async fn inbox(host: &Host, user: &TestUser) -> Vec<Value> {
 async fn unread_count(host: &Host, user: &TestUser) -> i64 {
     let reply = host.send("GET", "/api/notifications/unread-count", Some(&user.token)).await;
     assert_eq!(reply.status, 200, "reading the unread count failed: {}", reply.text());
-    reply.json()["unread_count"].as_i64().unwrap_or_else(|| panic!("the count is not an integer: {}", reply.text()))
+    reply.json()["unread_count"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("the count is not an integer: {}", reply.text()))
 }
 
 async fn preferences(host: &Host, user: &TestUser) -> Value {
@@ -159,18 +112,23 @@ fn unsubscribe_token(user_id: &str, kind: &str) -> String {
     use rustls::crypto::tls13::OkmBlock;
 
     let key = test_env_value("SPIN_VARIABLE_EMAIL_UNSUBSCRIBE_KEY");
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13().expect("a TLS 1.3 suite");
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .expect("a TLS 1.3 suite");
     let input = format!("unsubscribe:v1:{user_id}:{kind}");
-    let tag = suite.hkdf_provider.hmac_sign(&OkmBlock::new(key.as_bytes()), input.as_bytes());
+    let tag = suite
+        .hkdf_provider
+        .hmac_sign(&OkmBlock::new(key.as_bytes()), input.as_bytes());
     let mac = Base64UrlSafeNoPadding::encode_to_string(tag.as_ref()).expect("base64url encoding succeeds");
     format!("{user_id}.{kind}.{mac}")
 }
 
 async fn publish(host: &Host, author: &TestUser) -> Value {
     let title = format!("Owned {}", unique_name("post"));
-    let article =
-        json!({"title": title, "description": "Only mine", "body": "The original body", "tagList": ["owned"]});
-    let reply = host.send_json("POST", "/api/articles", Some(&author.token), &json!({ "article": article })).await;
+    let article = json!({"title": title, "description": "Only mine", "body": "The original body", "tagList": ["owned"]});
+    let reply = host
+        .send_json("POST", "/api/articles", Some(&author.token), &json!({ "article": article }))
+        .await;
     assert_eq!(reply.status, 201, "creating {title:?} failed: {}", reply.text());
     reply.json()["article"].clone()
 }
@@ -178,7 +136,9 @@ async fn publish(host: &Host, author: &TestUser) -> Value {
 /// Adds a comment and returns its id as decimal text.
 async fn add_comment(host: &Host, slug: &str, commenter: &TestUser, body: &str) -> String {
     let path = format!("/api/articles/{slug}/comments");
-    let reply = host.send_json("POST", &path, Some(&commenter.token), &json!({"comment": {"body": body}})).await;
+    let reply = host
+        .send_json("POST", &path, Some(&commenter.token), &json!({"comment": {"body": body}}))
+        .await;
     assert_eq!(reply.status, 200, "adding a comment failed: {}", reply.text());
     reply.json()["comment"]["id"].to_string()
 }
@@ -193,19 +153,10 @@ async fn comment_ids(host: &Host, slug: &str) -> Vec<String> {
 // ---- reading replies and rows ----
 
 fn string_at(value: &Value) -> String {
-    value.as_str().unwrap_or_else(|| panic!("expected a string, got {value}")).to_string()
-}
-
-/// Returns the messages of `errors.<field>` in the error envelope.
-fn field_errors(reply: &Reply, field: &str) -> Vec<String> {
-    serde_json::from_value(reply.json()["errors"][field].clone()).unwrap_or_default()
-}
-
-async fn query<T: FromRow + Send + 'static>(statement: &str, params: Vec<String>) -> Vec<T> {
-    let mut db = admin_db().await;
-    let rows = db.exec(statement, params).await.unwrap();
-    db.disconnect().await.unwrap();
-    rows
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {value}"))
+        .to_string()
 }
 
 /// Reads the profile columns a user may change, plus the token version, as root.
@@ -226,7 +177,7 @@ async fn payments_of_another_user_are_not_found() {
     let ann = register_user(&app.host, "ann").await;
     let bob = register_user(&app.host, "bob").await;
     let cy = register_user(&app.host, "cy").await;
-    let top_up_id = pay_top_up(&app, &ann, 1000).await;
+    let top_up_id = app.fund(&ann, 1000).await;
     let tip_id = give_tip(&app.host, &ann, &bob, 300).await;
 
     let unknown = get_payment(&app.host, &cy, UNKNOWN_ID).await;
@@ -234,7 +185,10 @@ async fn payments_of_another_user_are_not_found() {
     let foreign = [
         ("a third user reads the top-up", get_payment(&app.host, &cy, &top_up_id).await),
         ("a third user reads the tip", get_payment(&app.host, &cy, &tip_id).await),
-        ("the tip's recipient reads the sender's top-up", get_payment(&app.host, &bob, &top_up_id).await),
+        (
+            "the tip's recipient reads the sender's top-up",
+            get_payment(&app.host, &bob, &top_up_id).await,
+        ),
     ];
     let refund_body = json!({"refund": {"amount_minor": 100}});
     let refunds = [
@@ -245,7 +199,12 @@ async fn payments_of_another_user_are_not_found() {
     ];
 
     assert_eq!(unknown.status, 404, "an unknown id: {}", unknown.text());
-    assert_eq!(unknown.json(), json!({"errors": {"body": ["payment not found"]}}), "{}", unknown.text());
+    assert_eq!(
+        unknown.json(),
+        json!({"errors": {"body": ["payment not found"]}}),
+        "{}",
+        unknown.text()
+    );
     assert_eq!(own.status, 200, "the owner reads her top-up: {}", own.text());
     for (what, reply) in &foreign {
         assert_eq!(reply.status, 404, "{what}: {}", reply.text());
@@ -256,18 +215,38 @@ async fn payments_of_another_user_are_not_found() {
         let reply = app.host.send_json("POST", &path, Some(&user.token), &refund_body).await;
         // Only admins refund, so every user gets the same 403, owner or not.
         assert_eq!(reply.status, 403, "{what}: {}", reply.text());
-        assert_eq!(field_errors(&reply, "body"), ["this route needs the `admin` role"], "{what}: {}", reply.text());
+        assert_eq!(
+            field_errors(&reply, "body"),
+            ["this route needs the `admin` role"],
+            "{what}: {}",
+            reply.text()
+        );
     }
 
-    assert_eq!(history_ids(&app.host, &ann).await, [tip_id.clone(), top_up_id.clone()], "the owner sees both");
-    assert_eq!(history_ids(&app.host, &bob).await, [tip_id.clone()], "the recipient sees only the tip");
+    assert_eq!(
+        history_ids(&app.host, &ann).await,
+        [tip_id.clone(), top_up_id.clone()],
+        "the owner sees both"
+    );
+    assert_eq!(
+        history_ids(&app.host, &bob).await,
+        [tip_id.clone()],
+        "the recipient sees only the tip"
+    );
     assert!(history_ids(&app.host, &cy).await.is_empty(), "a third user sees none of them");
     // The history has no owner parameter: one in the query is ignored.
     let naming_ann = format!("user_id={}", ann.id);
-    assert!(history_ids_with_query(&app.host, &cy, &naming_ann).await.is_empty(), "`user_id` shows none of ann's");
+    assert!(
+        history_ids_with_query(&app.host, &cy, &naming_ann).await.is_empty(),
+        "`user_id` shows none of ann's"
+    );
     assert_eq!(eur_balance(&app.host, &ann).await, 700, "the sender's wallet is unchanged");
     assert_eq!(eur_balance(&app.host, &bob).await, 300, "the recipient's wallet is unchanged");
-    assert_eq!(eur_balance(&app.host, &cy).await, 0, "the third user's wallet shows nothing of theirs");
+    assert_eq!(
+        eur_balance(&app.host, &cy).await,
+        0,
+        "the third user's wallet shows nothing of theirs"
+    );
     let refund_rows: Vec<u64> = query(
         "SELECT COUNT(*) FROM conduit_test_payments.refunds WHERE payment_id IN (?, ?)",
         vec![top_up_id.clone(), tip_id.clone()],
@@ -292,20 +271,46 @@ async fn inbox_and_preferences_are_per_user() {
     let path = format!("/api/notifications/{bobs_id}/read");
 
     let foreign = host.send("POST", &path, Some(&ann.token)).await;
-    let unknown = host.send("POST", &format!("/api/notifications/{UNKNOWN_ID}/read"), Some(&ann.token)).await;
+    let unknown = host
+        .send("POST", &format!("/api/notifications/{UNKNOWN_ID}/read"), Some(&ann.token))
+        .await;
     let read_all = host.send("POST", "/api/notifications/read-all", Some(&ann.token)).await;
-    let naming_bob = host.send("GET", &format!("/api/notifications?user_id={}", bob.id), Some(&ann.token)).await;
+    let naming_bob = host
+        .send("GET", &format!("/api/notifications?user_id={}", bob.id), Some(&ann.token))
+        .await;
 
     assert_eq!(unknown.status, 404, "an unknown id: {}", unknown.text());
-    assert_eq!(unknown.json(), json!({"errors": {"body": ["notification not found"]}}), "{}", unknown.text());
+    assert_eq!(
+        unknown.json(),
+        json!({"errors": {"body": ["notification not found"]}}),
+        "{}",
+        unknown.text()
+    );
     assert_eq!(foreign.status, 404, "another user's notification: {}", foreign.text());
     assert_eq!(foreign.json(), unknown.json(), "the body is the one of an unknown id");
-    assert_eq!(naming_bob.status, 422, "the inbox has no owner parameter: {}", naming_bob.text());
-    assert_eq!(field_errors(&naming_bob, "user_id"), ["is not a known parameter"], "{}", naming_bob.text());
+    assert_eq!(
+        naming_bob.status,
+        422,
+        "the inbox has no owner parameter: {}",
+        naming_bob.text()
+    );
+    assert_eq!(
+        field_errors(&naming_bob, "user_id"),
+        ["is not a known parameter"],
+        "{}",
+        naming_bob.text()
+    );
     assert_eq!(read_all.status, 200, "{}", read_all.text());
-    assert_eq!(read_all.json(), json!({"marked": 1, "unread_count": 0}), "read-all marks only ann's one item");
+    assert_eq!(
+        read_all.json(),
+        json!({"marked": 1, "unread_count": 0}),
+        "read-all marks only ann's one item"
+    );
     let anns_ids: Vec<String> = inbox(&host, &ann).await.iter().map(|item| string_at(&item["id"])).collect();
-    assert!(!anns_ids.contains(&bobs_id), "ann's inbox lists none of bob's items: {anns_ids:?}");
+    assert!(
+        !anns_ids.contains(&bobs_id),
+        "ann's inbox lists none of bob's items: {anns_ids:?}"
+    );
     assert_eq!(inbox(&host, &bob).await[0]["read"], false, "bob's item is still unread");
     assert_eq!(unread_count(&host, &bob).await, 1, "bob's unread count is unchanged");
     let rows: Vec<(String, Option<i64>)> = query(
@@ -323,33 +328,67 @@ async fn inbox_and_preferences_are_per_user() {
     let for_tips = format!("{}.tip.{mac}", ann.id);
 
     let put = host
-        .send_json("PUT", PREFERENCES_PATH, Some(&ann.token), &json!({"preferences": {"follow": {"email": true}}}))
+        .send_json(
+            "PUT",
+            PREFERENCES_PATH,
+            Some(&ann.token),
+            &json!({"preferences": {"follow": {"email": true}}}),
+        )
         .await;
     let mut expected_for_ann = default_preferences();
     expected_for_ann["follow"]["email"] = json!(true);
     assert_eq!(put.status, 200, "{}", put.text());
-    assert_eq!(put.json()["preferences"], expected_for_ann, "the reply shows ann's preferences");
-    assert_eq!(preferences(&host, &bob).await, default_preferences(), "bob keeps the defaults");
+    assert_eq!(
+        put.json()["preferences"],
+        expected_for_ann,
+        "the reply shows ann's preferences"
+    );
+    assert_eq!(
+        preferences(&host, &bob).await,
+        default_preferences(),
+        "bob keeps the defaults"
+    );
 
-    for (what, token) in [("ann's mac with bob's id", &for_bob), ("ann's mac with another type", &for_tips)] {
+    for (what, token) in [
+        ("ann's mac with bob's id", &for_bob),
+        ("ann's mac with another type", &for_tips),
+    ] {
         let page = host.get(&format!("{UNSUBSCRIBE_PATH}?token={token}")).await;
         let posted = post_unsubscribe(&host, token).await;
         for (method, reply) in [("GET", &page), ("POST", &posted)] {
             assert_eq!(reply.status, 422, "{method} with {what}: {}", reply.text());
-            assert_eq!(field_errors(reply, "token"), ["is not a valid unsubscribe link"], "{method} with {what}");
+            assert_eq!(
+                field_errors(reply, "token"),
+                ["is not a valid unsubscribe link"],
+                "{method} with {what}"
+            );
         }
     }
-    assert_eq!(preferences(&host, &bob).await, default_preferences(), "no tampered link changed bob's preferences");
-    assert_eq!(preferences(&host, &ann).await, expected_for_ann, "no tampered link changed ann's preferences");
+    assert_eq!(
+        preferences(&host, &bob).await,
+        default_preferences(),
+        "no tampered link changed bob's preferences"
+    );
+    assert_eq!(
+        preferences(&host, &ann).await,
+        expected_for_ann,
+        "no tampered link changed ann's preferences"
+    );
 
     let genuine = post_unsubscribe(&host, &anns_token).await;
     assert_eq!(genuine.status, 200, "ann's own link works: {}", genuine.text());
     expected_for_ann["comment"]["email"] = json!(false);
     assert_eq!(preferences(&host, &ann).await, expected_for_ann, "ann's comment email is off");
-    assert_eq!(preferences(&host, &bob).await, default_preferences(), "bob keeps the defaults");
-    let bobs_rows: Vec<u64> =
-        query("SELECT COUNT(*) FROM conduit_test_notifications.preferences WHERE user_id = ?", vec![bob.id.clone()])
-            .await;
+    assert_eq!(
+        preferences(&host, &bob).await,
+        default_preferences(),
+        "bob keeps the defaults"
+    );
+    let bobs_rows: Vec<u64> = query(
+        "SELECT COUNT(*) FROM conduit_test_notifications.preferences WHERE user_id = ?",
+        vec![bob.id.clone()],
+    )
+    .await;
     assert_eq!(bobs_rows, [0], "no preference row was stored for bob");
 }
 
@@ -379,12 +418,14 @@ async fn articles_and_comments_change_by_author_only() {
         ),
         (
             "another user deletes the author's comment",
-            host.send("DELETE", &format!("{article_path}/comments/{anns_comment}"), Some(&bob.token)).await,
+            host.send("DELETE", &format!("{article_path}/comments/{anns_comment}"), Some(&bob.token))
+                .await,
             "only the comment's author or an admin may delete it",
         ),
         (
             "the article's author deletes a reader's comment",
-            host.send("DELETE", &format!("{article_path}/comments/{bobs_comment}"), Some(&ann.token)).await,
+            host.send("DELETE", &format!("{article_path}/comments/{bobs_comment}"), Some(&ann.token))
+                .await,
             "only the comment's author or an admin may delete it",
         ),
     ];
@@ -396,9 +437,16 @@ async fn articles_and_comments_change_by_author_only() {
     let after = host.send("GET", &article_path, None).await;
     assert_eq!(after.status, 200, "the article still exists: {}", after.text());
     assert_eq!(after.json()["article"], before.json()["article"], "the article is unchanged");
-    assert_eq!(comment_ids(&host, &slug).await, [bobs_comment.clone(), anns_comment.clone()], "both comments remain");
-    let rows: Vec<(String, String, String)> =
-        query("SELECT author_id, title, body FROM conduit_test_feed.articles WHERE slug = ?", vec![slug.clone()]).await;
+    assert_eq!(
+        comment_ids(&host, &slug).await,
+        [bobs_comment.clone(), anns_comment.clone()],
+        "both comments remain"
+    );
+    let rows: Vec<(String, String, String)> = query(
+        "SELECT author_id, title, body FROM conduit_test_feed.articles WHERE slug = ?",
+        vec![slug.clone()],
+    )
+    .await;
     let expected = (ann.id.clone(), string_at(&article["title"]), "The original body".to_string());
     assert_eq!(rows, [expected], "the stored article keeps its author, title and body");
 }
@@ -412,15 +460,30 @@ async fn profile_update_changes_only_caller() {
 
     let update = json!({"user": {"bio": "Bob's own bio", "image": "https://example.com/bob.png"}});
     let own = host.send_json("PUT", "/api/user", Some(&bob.token), &update).await;
-    let takes_username =
-        host.send_json("PUT", "/api/user", Some(&bob.token), &json!({"user": {"username": ann.username}})).await;
+    let takes_username = host
+        .send_json(
+            "PUT",
+            "/api/user",
+            Some(&bob.token),
+            &json!({"user": {"username": ann.username}}),
+        )
+        .await;
     let takes_email = host
-        .send_json("PUT", "/api/user", Some(&bob.token), &json!({"user": {"email": email_of(&ann.username)}}))
+        .send_json(
+            "PUT",
+            "/api/user",
+            Some(&bob.token),
+            &json!({"user": {"email": email_of(&ann.username)}}),
+        )
         .await;
     let anns_profile = host.send("GET", &format!("/api/profiles/{}", ann.username), None).await;
 
     assert_eq!(own.status, 200, "{}", own.text());
-    assert_eq!(own.json()["user"]["username"], bob.username.as_str(), "the update applies to the caller");
+    assert_eq!(
+        own.json()["user"]["username"],
+        bob.username.as_str(),
+        "the update applies to the caller"
+    );
     assert_eq!(own.json()["user"]["bio"], "Bob's own bio");
     for (field, reply) in [("username", &takes_username), ("email", &takes_email)] {
         assert_eq!(reply.status, 422, "taking ann's {field}: {}", reply.text());

@@ -4,8 +4,7 @@
 //! reveal which emails exist, and every sign-in route shares one budget per address.
 //! Also covered in tests/profiles.rs (`bad_tokens_get_401`, `login_rejects_unknown_and_wrong_alike`), tests/events.rs (`logout_all_refuses_old_tokens_in_every_component`) and tests/rate_limits.rs (`sign_in_limit_resets_with_window`).
 
-use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
-
+use crate::common::wait_for_room_in_window;
 use conduit_tests::{Host, Reply, TEST_PASSWORD, app_options, email_of, register_user, test_env_value, unique_name};
 use jwt_simple::prelude::*;
 use serde_json::{Value, json};
@@ -17,7 +16,12 @@ const MALFORMED: &str = "the Authorization header must be `Token <jwt>` or `Bear
 const REPEATED: &str = "send one Authorization header";
 
 /// One route of each component that needs a user token, read with `GET`.
-const PROTECTED_ROUTES: [&str; 4] = ["/api/user", "/api/articles/feed", "/api/wallet", "/api/notifications/unread-count"];
+const PROTECTED_ROUTES: [&str; 4] = [
+    "/api/user",
+    "/api/articles/feed",
+    "/api/wallet",
+    "/api/notifications/unread-count",
+];
 
 /// The claims the application adds to the registered ones (`shared::auth::UserClaims`).
 #[derive(Serialize, Deserialize)]
@@ -35,7 +39,9 @@ struct ServiceClaims {
 /// Builds the Ed25519 key pair whose seed is the hex variable `name` of `tests/test.env`.
 fn key_from_test_env(name: &str) -> Ed25519KeyPair {
     let seed_hex = test_env_value(name);
-    let seed: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let seed: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::from_slice(&seed).unwrap());
     Ed25519KeyPair::from_bytes(&pair[..]).unwrap()
 }
@@ -43,7 +49,10 @@ fn key_from_test_env(name: &str) -> Ed25519KeyPair {
 /// Signs a user token for `subject` at token version 1, as profiles does,
 /// after `adjust` changed its claims.
 fn sign_user_token(key: &Ed25519KeyPair, subject: &str, adjust: impl FnOnce(&mut JWTClaims<UserClaims>)) -> String {
-    let custom = UserClaims { ver: 1, roles: vec!["user".into()] };
+    let custom = UserClaims {
+        ver: 1,
+        roles: vec!["user".into()],
+    };
     let mut claims = Claims::with_custom_claims(custom, Duration::from_hours(1))
         .with_issuer("conduit")
         .with_audience("conduit-api")
@@ -54,10 +63,15 @@ fn sign_user_token(key: &Ed25519KeyPair, subject: &str, adjust: impl FnOnce(&mut
 
 /// Signs a valid service token from profiles to `target`, with the service key.
 fn service_token(target: &str) -> String {
-    let claims = Claims::with_custom_claims(ServiceClaims { roles: vec!["service".into()] }, Duration::from_secs(120))
-        .with_issuer("conduit-services")
-        .with_audience(target)
-        .with_subject("profiles");
+    let claims = Claims::with_custom_claims(
+        ServiceClaims {
+            roles: vec!["service".into()],
+        },
+        Duration::from_secs(120),
+    )
+    .with_issuer("conduit-services")
+    .with_audience(target)
+    .with_subject("profiles");
     key_from_test_env("SPIN_VARIABLE_SERVICE_TOKEN_KEY").sign(claims).unwrap()
 }
 
@@ -73,19 +87,6 @@ fn with_payload(token: &str, change: impl FnOnce(&mut Value)) -> String {
 /// Returns the messages of the error envelope's `body`.
 fn messages(reply: &Reply) -> Vec<String> {
     serde_json::from_value(reply.json()["errors"]["body"].clone()).unwrap_or_default()
-}
-
-fn seconds_into_window(window: u64) -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % window
-}
-
-/// Waits for the next fixed window of `window` seconds unless at least
-/// `needed` seconds are left in the current one, so a test's requests share one window.
-async fn wait_for_room_in_window(window: u64, needed: u64) {
-    let left = window - seconds_into_window(window);
-    if left < needed {
-        tokio::time::sleep(StdDuration::from_millis(left * 1000 + 100)).await;
-    }
 }
 
 #[tokio::test]
@@ -123,7 +124,11 @@ async fn bad_tokens_rejected_by_every_component() {
             ("alg none", vec![format!("Token {alg_none}")], INVALID),
             ("a service token", vec![service], INVALID),
             ("an expired token", vec![format!("Token {expired}")], EXPIRED),
-            ("a token from before logout-all", vec![format!("Token {}", leaver.token)], REVOKED),
+            (
+                "a token from before logout-all",
+                vec![format!("Token {}", leaver.token)],
+                REVOKED,
+            ),
             ("a scheme without a token", vec!["Token".to_string()], MALFORMED),
             ("the Basic scheme", vec!["Basic dXNlcjpwYXNz".to_string()], MALFORMED),
             ("two Authorization headers", vec![genuine.clone(), genuine.clone()], REPEATED),
@@ -139,7 +144,11 @@ async fn bad_tokens_rejected_by_every_component() {
 
             assert_eq!(reply.status, 401, "{route} with {what}: {}", reply.text());
             assert_eq!(messages(&reply), [message], "{route} with {what}");
-            assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{route} with {what}: a 401 carries a challenge");
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("Bearer"),
+                "{route} with {what}: a 401 carries a challenge"
+            );
         }
     }
 }
@@ -153,7 +162,11 @@ async fn login_failures_look_alike() {
     let unknown = format!("{}@example.test", unique_name("nobody"));
     let cases = [
         ("a wrong password", email.clone(), "not the password".to_string()),
-        ("a wrong password, email upper-case", email.to_uppercase(), "not the password".to_string()),
+        (
+            "a wrong password, email upper-case",
+            email.to_uppercase(),
+            "not the password".to_string(),
+        ),
         ("an unknown email", unknown.clone(), TEST_PASSWORD.to_string()),
         ("a 129-character password", email.clone(), too_long.clone()),
         ("an unknown email and a 129-character password", unknown, too_long),
@@ -164,11 +177,19 @@ async fn login_failures_look_alike() {
         let reply = host.send_json("POST", "/api/users/login", None, &body).await;
 
         assert_eq!(reply.status, 401, "{what}: {}", reply.text());
-        assert_eq!(reply.json(), json!({"errors": {"body": ["email or password is invalid"]}}), "{what}");
+        assert_eq!(
+            reply.json(),
+            json!({"errors": {"body": ["email or password is invalid"]}}),
+            "{what}"
+        );
         assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{what}");
     }
     let right = json!({"user": {"email": email, "password": TEST_PASSWORD}});
-    assert_eq!(host.send_json("POST", "/api/users/login", None, &right).await.status, 200, "the account still logs in");
+    assert_eq!(
+        host.send_json("POST", "/api/users/login", None, &right).await.status,
+        200,
+        "the account still logs in"
+    );
 }
 
 #[tokio::test]
@@ -184,27 +205,58 @@ async fn auth_budget_spans_sign_in_routes() {
 
     // Five requests to five sign-in routes spend one budget of five.
     let registered = host
-        .send_json("POST", "/api/users", None, &json!({"user": {"username": username, "email": email, "password": TEST_PASSWORD}}))
+        .send_json(
+            "POST",
+            "/api/users",
+            None,
+            &json!({"user": {"username": username, "email": email, "password": TEST_PASSWORD}}),
+        )
         .await;
     assert_eq!(registered.status, 201, "registration: {}", registered.text());
     let token = registered.json()["user"]["token"].as_str().unwrap().to_string();
     let refresh_token = registered.json()["user"]["refreshToken"].as_str().unwrap().to_string();
     let admitted = [
         ("POST /api/users", registered, 201),
-        ("a failed login", host.send_json("POST", "/api/users/login", None, &login("not the password")).await, 401),
-        ("a refresh", host.send_json("POST", "/api/users/refresh", None, &json!({"refreshToken": refresh_token})).await, 200),
-        ("a verification link", host.send("POST", "/api/user/email-verification", Some(&token)).await, 202),
-        ("an unknown verification token", host.send_json("POST", "/api/users/verify-email", None, &json!({"token": "A".repeat(43)})).await, 422),
+        (
+            "a failed login",
+            host.send_json("POST", "/api/users/login", None, &login("not the password"))
+                .await,
+            401,
+        ),
+        (
+            "a refresh",
+            host.send_json("POST", "/api/users/refresh", None, &json!({"refreshToken": refresh_token}))
+                .await,
+            200,
+        ),
+        (
+            "a verification link",
+            host.send("POST", "/api/user/email-verification", Some(&token)).await,
+            202,
+        ),
+        (
+            "an unknown verification token",
+            host.send_json("POST", "/api/users/verify-email", None, &json!({"token": "A".repeat(43)}))
+                .await,
+            422,
+        ),
     ];
     for (spent, (what, reply, status)) in admitted.iter().enumerate() {
         assert_eq!(reply.status, *status, "{what}: {}", reply.text());
         let remaining = format!("\"auth\";r={};", LIMIT - 1 - spent as u64);
-        assert!(reply.header("ratelimit").is_some_and(|value| value.contains(&remaining)), "{what}: {:?}", reply.header("ratelimit"));
+        assert!(
+            reply.header("ratelimit").is_some_and(|value| value.contains(&remaining)),
+            "{what}: {:?}",
+            reply.header("ratelimit")
+        );
     }
 
     let other_name = unique_name("budget");
     let rejected = [
-        ("a correct login", host.send_json("POST", "/api/users/login", None, &login(TEST_PASSWORD)).await),
+        (
+            "a correct login",
+            host.send_json("POST", "/api/users/login", None, &login(TEST_PASSWORD)).await,
+        ),
         (
             "a registration",
             host.send_json(
@@ -215,17 +267,40 @@ async fn auth_budget_spans_sign_in_routes() {
             )
             .await,
         ),
-        ("a verification link", host.send("POST", "/api/user/email-verification", Some(&token)).await),
+        (
+            "a verification link",
+            host.send("POST", "/api/user/email-verification", Some(&token)).await,
+        ),
     ];
     for (what, reply) in &rejected {
         assert_eq!(reply.status, 429, "{what}: {}", reply.text());
-        assert_eq!(messages(reply), ["too many requests; retry after the time in Retry-After"], "{what}");
-        let wait: u64 = reply.header("retry-after").and_then(|value| value.parse().ok()).expect("Retry-After in seconds");
+        assert_eq!(
+            messages(reply),
+            ["too many requests; retry after the time in Retry-After"],
+            "{what}"
+        );
+        let wait: u64 = reply
+            .header("retry-after")
+            .and_then(|value| value.parse().ok())
+            .expect("Retry-After in seconds");
         assert!((1..=WINDOW).contains(&wait), "{what}: Retry-After {wait}");
         let policy = format!("\"auth\";q={LIMIT};w={WINDOW}");
-        assert!(reply.header("ratelimit-policy").is_some_and(|value| value.contains(&policy)), "{what}: {:?}", reply.headers);
-        assert!(reply.header("ratelimit").is_some_and(|value| value.contains("\"auth\";r=0;")), "{what}: {:?}", reply.headers);
+        assert!(
+            reply.header("ratelimit-policy").is_some_and(|value| value.contains(&policy)),
+            "{what}: {:?}",
+            reply.headers
+        );
+        assert!(
+            reply.header("ratelimit").is_some_and(|value| value.contains("\"auth\";r=0;")),
+            "{what}: {:?}",
+            reply.headers
+        );
     }
     let profile = host.get(&format!("/api/profiles/{other_name}")).await;
-    assert_eq!(profile.status, 404, "the rejected registration created no user: {}", profile.text());
+    assert_eq!(
+        profile.status,
+        404,
+        "the rejected registration created no user: {}",
+        profile.text()
+    );
 }

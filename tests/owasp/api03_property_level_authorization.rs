@@ -1,18 +1,16 @@
-//! API3 Broken Object Property Level Authorization. Against mass assignment,
+//! API3:2023 Broken Object Property Level Authorization. Against mass assignment,
 //! no request body can set roles, ids, ownership, balances or statuses: such a
 //! field, inside the wrapper object or beside it, is a 422 naming it, and
 //! nothing is stored. Against excessive data exposure, no response carries a
 //! password hash, a token version, another user's email or id, or a secret.
 //! Also covered by: tests/feed.rs `read_only_fields_are_ignored`, tests/payments.rs `tip_rejects_unknown_fields`, tests/notifications.rs `preferences_merge_and_reject_invalid`, tests/profiles.rs `register_rejects_bad_fields`.
 
+use crate::common::{App, eur_balance, field_errors, post_with_new_key, query};
 use std::collections::BTreeSet;
 
-use conduit_tests::fake_mollie::FakeMollie;
 use conduit_tests::{
-    Host, Reply, TEST_PASSWORD, TestUser, admin_db, app_options, email_of, grant_admin, log_in, register_user,
-    test_env, unique_name,
+    Host, Reply, TEST_PASSWORD, TestUser, app_options, email_of, grant_admin, log_in, register_user, test_env, unique_name,
 };
-use mysql_async::prelude::{FromRow, Queryable};
 use serde_json::{Value, json};
 
 const PREFERENCES_PATH: &str = "/api/notifications/preferences";
@@ -27,45 +25,16 @@ fn beside_wrapper(wrapper: &str) -> String {
 
 // ---- the application and its fake payment provider ----
 
-/// The host and the fake provider its payments component calls. The host
-/// drops first, so it stops before the fake closes its connections.
-struct App {
-    host: Host,
-    mollie: FakeMollie,
-}
-
-impl App {
-    fn start() -> Self {
-        let mollie = FakeMollie::start();
-        let options = app_options()
-            .env("SPIN_VARIABLE_PAYMENT_PROVIDER_URL", mollie.base_url())
-            .env("SPIN_VARIABLE_PAYMENT_PROVIDER_API_KEY", mollie.api_key());
-        let host = Host::start(options);
-        mollie.set_webhook_target(&host.url(""));
-        App { host, mollie }
-    }
-}
-
 // ---- requests ----
-
-/// Posts JSON as `user` with a new `Idempotency-Key`, as the payments routes require.
-async fn post_with_new_key(host: &Host, path: &str, user: &TestUser, body: &Value) -> Reply {
-    let authorization = format!("Token {}", user.token);
-    let key = unique_name("key");
-    let headers = [
-        ("content-type", "application/json"),
-        ("authorization", authorization.as_str()),
-        ("idempotency-key", key.as_str()),
-    ];
-    host.request("POST", path, &headers, body.to_string()).await
-}
 
 /// Has the fake provider mark the top-up of `top_up_reply` paid and delivers its webhook.
 async fn settle_paid(app: &App, top_up_reply: &Reply) {
     assert_eq!(top_up_reply.status, 201, "the top-up request failed: {}", top_up_reply.text());
     let payment_id = top_up_reply.json()["top_up"]["id"].clone();
     let payments = app.mollie.payments();
-    let provider_payment = payments.iter().find(|payment| payment["metadata"]["payment_id"] == payment_id);
+    let provider_payment = payments
+        .iter()
+        .find(|payment| payment["metadata"]["payment_id"] == payment_id);
     let provider_id = provider_payment
         .and_then(|payment| payment["id"].as_str())
         .unwrap_or_else(|| panic!("the provider has no payment for top-up {payment_id}: {payments:?}"));
@@ -75,30 +44,15 @@ async fn settle_paid(app: &App, top_up_reply: &Reply) {
     assert_eq!(webhook_status, 200, "the webhook for the paid top-up got {webhook_status}");
 }
 
-/// Tops up the user's wallet with `amount_minor` euro cents through the fake provider.
-async fn fund_wallet(app: &App, user: &TestUser, amount_minor: i64) {
-    let body = json!({"top_up": {"amount_minor": amount_minor, "currency": "EUR"}});
-    let created = post_with_new_key(&app.host, "/api/wallet/top-ups", user, &body).await;
-    settle_paid(app, &created).await;
-}
-
-/// Returns the user's EUR balance in cents from `GET /api/wallet`.
-async fn eur_balance(host: &Host, user: &TestUser) -> i64 {
-    let reply = host.send("GET", "/api/wallet", Some(&user.token)).await;
-    assert_eq!(reply.status, 200, "reading the wallet failed: {}", reply.text());
-    let body = reply.json();
-    let balances = body["wallet"]["balances"].as_array().cloned().unwrap_or_default();
-    let eur = balances.iter().find(|balance| balance["currency"] == "EUR");
-    eur.and_then(|balance| balance["amount_minor"].as_i64())
-        .unwrap_or_else(|| panic!("the wallet has no integer EUR balance: {body}"))
-}
-
 /// Returns the ids of the user's payment history, newest first.
 async fn history_ids(host: &Host, user: &TestUser) -> Vec<String> {
     let reply = host.send("GET", "/api/payments", Some(&user.token)).await;
     assert_eq!(reply.status, 200, "reading the history failed: {}", reply.text());
     let payments = reply.json()["payments"].as_array().cloned().unwrap_or_default();
-    payments.iter().map(|payment| payment["id"].as_str().unwrap_or_default().to_string()).collect()
+    payments
+        .iter()
+        .map(|payment| payment["id"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// Returns the `user` object of `GET /api/user`. Panics unless the status is 200.
@@ -114,11 +68,6 @@ fn valid_article(title: &str) -> Value {
 
 // ---- reading replies and rows ----
 
-/// Returns the messages of `errors.<field>` in the error envelope.
-fn field_errors(reply: &Reply, field: &str) -> Vec<String> {
-    serde_json::from_value(reply.json()["errors"][field].clone()).unwrap_or_default()
-}
-
 /// Asserts a 422 whose envelope has exactly `message` for `field`.
 fn assert_rejects_field(reply: &Reply, field: &str, message: &str, context: &str) {
     assert_eq!(reply.status, 422, "{context}: {}", reply.text());
@@ -127,25 +76,25 @@ fn assert_rejects_field(reply: &Reply, field: &str, message: &str, context: &str
 
 /// Returns the keys of a JSON object, sorted.
 fn keys_of(value: &Value) -> BTreeSet<String> {
-    value.as_object().unwrap_or_else(|| panic!("expected an object, got {value}")).keys().cloned().collect()
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("expected an object, got {value}"))
+        .keys()
+        .cloned()
+        .collect()
 }
 
 fn key_set(keys: &[&str]) -> BTreeSet<String> {
     keys.iter().map(|key| key.to_string()).collect()
 }
 
-async fn query<T: FromRow + Send + 'static>(statement: &str, params: Vec<String>) -> Vec<T> {
-    let mut db = admin_db().await;
-    let rows = db.exec(statement, params).await.unwrap();
-    db.disconnect().await.unwrap();
-    rows
-}
-
 /// Counts the user's rows in `user_roles` (roles granted on top of `user`).
 async fn granted_roles(user_id: &str) -> u64 {
-    let rows: Vec<u64> =
-        query("SELECT COUNT(*) FROM conduit_test_profiles.user_roles WHERE user_id = ?", vec![user_id.to_string()])
-            .await;
+    let rows: Vec<u64> = query(
+        "SELECT COUNT(*) FROM conduit_test_profiles.user_roles WHERE user_id = ?",
+        vec![user_id.to_string()],
+    )
+    .await;
     rows[0]
 }
 
@@ -181,8 +130,11 @@ async fn account_bodies_reject_privileged_fields() {
         user[*field] = value.clone();
         let reply = host.send_json("POST", "/api/users", None, &json!({ "user": user })).await;
         assert_rejects_field(&reply, field, UNKNOWN_FIELD, &format!("registration with `{field}`"));
-        let stored: Vec<u64> =
-            query("SELECT COUNT(*) FROM conduit_test_profiles.users WHERE username = ?", vec![username.clone()]).await;
+        let stored: Vec<u64> = query(
+            "SELECT COUNT(*) FROM conduit_test_profiles.users WHERE username = ?",
+            vec![username.clone()],
+        )
+        .await;
         assert_eq!(stored, [0], "registration with `{field}` stored no user");
 
         let update = json!({"user": {"bio": "Set with a forbidden field", field.to_string(): value}});
@@ -194,9 +146,19 @@ async fn account_bodies_reject_privileged_fields() {
     let beside = json!({"user": {"username": username, "email": email_of(&username), "password": "a long passphrase"},
                         "roles": ["admin"]});
     let registration = host.send_json("POST", "/api/users", None, &beside).await;
-    assert_rejects_field(&registration, "roles", &beside_wrapper("user"), "registration with `roles` beside `user`");
+    assert_rejects_field(
+        &registration,
+        "roles",
+        &beside_wrapper("user"),
+        "registration with `roles` beside `user`",
+    );
     let update = host
-        .send_json("PUT", "/api/user", Some(&ann.token), &json!({"user": {"bio": "Beside"}, "roles": ["admin"]}))
+        .send_json(
+            "PUT",
+            "/api/user",
+            Some(&ann.token),
+            &json!({"user": {"bio": "Beside"}, "roles": ["admin"]}),
+        )
         .await;
     assert_rejects_field(&update, "roles", &beside_wrapper("user"), "update with `roles` beside `user`");
 
@@ -221,13 +183,29 @@ async fn account_bodies_reject_privileged_fields() {
     let with_bobs_token = json!({"user": {"token": bob.token, "image": "https://example.com/ann.png"}});
     let update = host.send_json("PUT", "/api/user", Some(&ann.token), &with_bobs_token).await;
     assert_eq!(update.status, 200, "{}", update.text());
-    assert_eq!(update.json()["user"]["username"], ann.username.as_str(), "the caller is still ann: {}", update.text());
-    assert_eq!(update.json()["user"]["token"], ann.token.as_str(), "the reply carries ann's own token");
-    let bobs_image: Vec<String> =
-        query("SELECT image FROM conduit_test_profiles.users WHERE id = ?", vec![bob.id.clone()]).await;
+    assert_eq!(
+        update.json()["user"]["username"],
+        ann.username.as_str(),
+        "the caller is still ann: {}",
+        update.text()
+    );
+    assert_eq!(
+        update.json()["user"]["token"],
+        ann.token.as_str(),
+        "the reply carries ann's own token"
+    );
+    let bobs_image: Vec<String> = query(
+        "SELECT image FROM conduit_test_profiles.users WHERE id = ?",
+        vec![bob.id.clone()],
+    )
+    .await;
     assert_eq!(bobs_image, [String::new()], "bob's image is unchanged");
 
-    assert_eq!(account_row(&ann.id).await, ann_before, "ann's bio, token version and verification are unchanged");
+    assert_eq!(
+        account_row(&ann.id).await,
+        ann_before,
+        "ann's bio, token version and verification are unchanged"
+    );
     assert_eq!(granted_roles(&ann.id).await, 0, "ann has no role beyond `user`");
     let user = current_user(&host, &ann).await;
     assert_eq!(user["bio"], "", "no rejected update set the bio: {user}");
@@ -246,12 +224,32 @@ async fn account_bodies_reject_privileged_fields() {
     let path = format!("/api/admin/users/{}/roles", bob.username);
     let known_roles = "has an unknown role (known: user, admin)";
     let cases = [
-        ("another user's id", json!({"roles": ["admin"], "user_id": ann.id}), "user_id", UNKNOWN_FIELD),
-        ("another username", json!({"roles": ["admin"], "username": ann.username}), "username", UNKNOWN_FIELD),
+        (
+            "another user's id",
+            json!({"roles": ["admin"], "user_id": ann.id}),
+            "user_id",
+            UNKNOWN_FIELD,
+        ),
+        (
+            "another username",
+            json!({"roles": ["admin"], "username": ann.username}),
+            "username",
+            UNKNOWN_FIELD,
+        ),
         ("the service role", json!({"roles": ["service"]}), "roles", known_roles),
         ("an invented role", json!({"roles": ["superuser"]}), "roles", known_roles),
-        ("a role as text", json!({"roles": "admin"}), "roles", "must be a list of role names"),
-        ("roles in a user object", json!({"user": {"roles": ["admin"]}}), "user", UNKNOWN_FIELD),
+        (
+            "a role as text",
+            json!({"roles": "admin"}),
+            "roles",
+            "must be a list of role names",
+        ),
+        (
+            "roles in a user object",
+            json!({"user": {"roles": ["admin"]}}),
+            "user",
+            UNKNOWN_FIELD,
+        ),
     ];
 
     for (what, body, field, message) in &cases {
@@ -268,7 +266,12 @@ async fn account_bodies_reject_privileged_fields() {
     .await;
     assert_eq!(audits, [0], "no role change was audited");
     let bobs_session = host.send("GET", "/api/user", Some(&bob.token)).await;
-    assert_eq!(bobs_session.status, 200, "bob's token version was not bumped: {}", bobs_session.text());
+    assert_eq!(
+        bobs_session.status,
+        200,
+        "bob's token version was not bumped: {}",
+        bobs_session.text()
+    );
 }
 
 #[tokio::test]
@@ -278,29 +281,54 @@ async fn article_and_comment_bodies_keep_author() {
     let bob = register_user(&host, "bob").await;
     let bob_as_author = json!({"username": bob.username, "bio": "", "image": "", "following": false});
 
-    for (field, value) in [("author_id", json!(bob.id)), ("user_id", json!(bob.id)), ("id", json!(bob.id))] {
+    for (field, value) in [
+        ("author_id", json!(bob.id)),
+        ("user_id", json!(bob.id)),
+        ("id", json!(bob.id)),
+    ] {
         let mut article = valid_article(&format!("Rejected {}", unique_name("art")));
         article[field] = value;
-        let reply = host.send_json("POST", "/api/articles", Some(&ann.token), &json!({ "article": article })).await;
+        let reply = host
+            .send_json("POST", "/api/articles", Some(&ann.token), &json!({ "article": article }))
+            .await;
         assert_rejects_field(&reply, field, UNKNOWN_FIELD, &format!("an article with `{field}`"));
     }
-    let beside =
-        json!({"article": valid_article(&format!("Rejected {}", unique_name("art"))), "author": bob_as_author});
+    let beside = json!({"article": valid_article(&format!("Rejected {}", unique_name("art"))), "author": bob_as_author});
     let reply = host.send_json("POST", "/api/articles", Some(&ann.token), &beside).await;
     assert_rejects_field(&reply, "author", &beside_wrapper("article"), "`author` beside `article`");
-    let listed = host.send("GET", &format!("/api/articles?author={}", ann.username), None).await;
-    assert_eq!(listed.json()["articlesCount"], 0, "no rejected article was stored: {}", listed.text());
+    let listed = host
+        .send("GET", &format!("/api/articles?author={}", ann.username), None)
+        .await;
+    assert_eq!(
+        listed.json()["articlesCount"],
+        0,
+        "no rejected article was stored: {}",
+        listed.text()
+    );
 
     // The contract's read-only fields are accepted and ignored, because
     // clients send back the article they were given.
     let mut article = valid_article(&format!("Accepted {}", unique_name("art")));
     article["author"] = bob_as_author.clone();
     article["favoritesCount"] = json!(99);
-    let created = host.send_json("POST", "/api/articles", Some(&ann.token), &json!({ "article": article })).await;
+    let created = host
+        .send_json("POST", "/api/articles", Some(&ann.token), &json!({ "article": article }))
+        .await;
     assert_eq!(created.status, 201, "{}", created.text());
-    let slug = created.json()["article"]["slug"].as_str().expect("the article has a slug").to_string();
-    assert_eq!(created.json()["article"]["author"]["username"], ann.username.as_str(), "the author is the caller");
-    assert_eq!(created.json()["article"]["favoritesCount"], 0, "the count is not set by the body");
+    let slug = created.json()["article"]["slug"]
+        .as_str()
+        .expect("the article has a slug")
+        .to_string();
+    assert_eq!(
+        created.json()["article"]["author"]["username"],
+        ann.username.as_str(),
+        "the author is the caller"
+    );
+    assert_eq!(
+        created.json()["article"]["favoritesCount"],
+        0,
+        "the count is not set by the body"
+    );
 
     let article_path = format!("/api/articles/{slug}");
     let forged_owner = json!({"article": {"description": "Moved to bob", "author_id": bob.id}});
@@ -309,7 +337,11 @@ async fn article_and_comment_bodies_keep_author() {
     let ignored = json!({"article": {"description": "Still ann's", "author": bob_as_author}});
     let update = host.send_json("PUT", &article_path, Some(&ann.token), &ignored).await;
     assert_eq!(update.status, 200, "{}", update.text());
-    assert_eq!(update.json()["article"]["author"]["username"], ann.username.as_str(), "`author` is ignored");
+    assert_eq!(
+        update.json()["article"]["author"]["username"],
+        ann.username.as_str(),
+        "`author` is ignored"
+    );
 
     let comments_path = format!("{article_path}/comments");
     let comment_cases = [
@@ -319,7 +351,12 @@ async fn article_and_comment_bodies_keep_author() {
             "author",
             UNKNOWN_FIELD.to_string(),
         ),
-        ("`id` inside", json!({"comment": {"body": "Hi", "id": 1}}), "id", UNKNOWN_FIELD.to_string()),
+        (
+            "`id` inside",
+            json!({"comment": {"body": "Hi", "id": 1}}),
+            "id",
+            UNKNOWN_FIELD.to_string(),
+        ),
         (
             "`author_id` beside",
             json!({"comment": {"body": "Hi"}, "author_id": bob.id}),
@@ -332,14 +369,23 @@ async fn article_and_comment_bodies_keep_author() {
         assert_rejects_field(&reply, field, message, &format!("a comment with {what}"));
     }
     let comments = host.send("GET", &comments_path, None).await;
-    assert_eq!(comments.json()["comments"], json!([]), "no rejected comment was stored: {}", comments.text());
+    assert_eq!(
+        comments.json()["comments"],
+        json!([]),
+        "no rejected comment was stored: {}",
+        comments.text()
+    );
 
     let rows: Vec<(String, String, u64)> = query(
         "SELECT author_id, description, favorites_count FROM conduit_test_feed.articles WHERE slug = ?",
         vec![slug.clone()],
     )
     .await;
-    assert_eq!(rows, [(ann.id.clone(), "Still ann's".to_string(), 0)], "the stored article is ann's");
+    assert_eq!(
+        rows,
+        [(ann.id.clone(), "Still ann's".to_string(), 0)],
+        "the stored article is ann's"
+    );
 }
 
 #[tokio::test]
@@ -348,7 +394,7 @@ async fn payment_bodies_reject_balance_fields() {
     let ann = register_user(&app.host, "ann").await;
     let bob = register_user(&app.host, "bob").await;
     let admin = register_user(&app.host, "adm").await;
-    fund_wallet(&app, &ann, 1000).await;
+    app.fund(&ann, 1000).await;
     let tip = json!({"tip": {"to_username": bob.username, "amount_minor": 100, "currency": "EUR"}});
     let tip_reply = post_with_new_key(&app.host, "/api/tips", &ann, &tip).await;
     assert_eq!(tip_reply.status, 201, "{}", tip_reply.text());
@@ -379,7 +425,12 @@ async fn payment_bodies_reject_balance_fields() {
     assert_rejects_field(&reply, "balance", &beside_wrapper("top_up"), "`balance` beside `top_up`");
     let tip_beside = json!({"tip": {"to_username": bob.username, "amount_minor": 100}, "from_username": bob.username});
     let reply = post_with_new_key(&app.host, "/api/tips", &ann, &tip_beside).await;
-    assert_rejects_field(&reply, "from_username", &beside_wrapper("tip"), "`from_username` beside `tip`");
+    assert_rejects_field(
+        &reply,
+        "from_username",
+        &beside_wrapper("tip"),
+        "`from_username` beside `tip`",
+    );
 
     grant_admin(&admin.id, "spin.toml");
     let admin_token = log_in(&app.host, &admin).await;
@@ -397,7 +448,12 @@ async fn payment_bodies_reject_balance_fields() {
             "user_id",
             UNKNOWN_FIELD.to_string(),
         ),
-        ("`fee` beside", json!({"refund": {"amount_minor": 50}, "fee": 0}), "fee", beside_wrapper("refund")),
+        (
+            "`fee` beside",
+            json!({"refund": {"amount_minor": 50}, "fee": 0}),
+            "fee",
+            beside_wrapper("refund"),
+        ),
     ];
     for (what, body, field, message) in &refund_cases {
         let reply = app.host.send_json("POST", &refund_path, Some(&admin_token), body).await;
@@ -406,11 +462,21 @@ async fn payment_bodies_reject_balance_fields() {
 
     assert_eq!(eur_balance(&app.host, &ann).await, 900, "ann's balance is unchanged");
     assert_eq!(eur_balance(&app.host, &bob).await, 100, "bob's balance is unchanged");
-    assert_eq!(app.mollie.payments().len(), top_ups_before, "no rejected top-up reached the provider");
+    assert_eq!(
+        app.mollie.payments().len(),
+        top_ups_before,
+        "no rejected top-up reached the provider"
+    );
     assert_eq!(history_ids(&app.host, &ann).await, history_before, "no payment was added");
-    assert!(history_ids(&app.host, &admin).await.is_empty(), "the admin's history is empty");
-    let refunds: Vec<u64> =
-        query("SELECT COUNT(*) FROM conduit_test_payments.refunds WHERE payment_id = ?", vec![tip_id.clone()]).await;
+    assert!(
+        history_ids(&app.host, &admin).await.is_empty(),
+        "the admin's history is empty"
+    );
+    let refunds: Vec<u64> = query(
+        "SELECT COUNT(*) FROM conduit_test_payments.refunds WHERE payment_id = ?",
+        vec![tip_id.clone()],
+    )
+    .await;
     assert_eq!(refunds, [0], "no refund was stored");
 }
 
@@ -449,15 +515,27 @@ async fn responses_hide_private_fields() {
     let top_up = post_with_new_key(host, "/api/wallet/top-ups", &bob, &top_up_body).await;
     settle_paid(&app, &top_up).await;
     let article = valid_article(&format!("Exposed {}", unique_name("art")));
-    let created = host.send_json("POST", "/api/articles", Some(&ann.token), &json!({ "article": article })).await;
+    let created = host
+        .send_json("POST", "/api/articles", Some(&ann.token), &json!({ "article": article }))
+        .await;
     assert_eq!(created.status, 201, "{}", created.text());
-    let slug = created.json()["article"]["slug"].as_str().expect("the article has a slug").to_string();
+    let slug = created.json()["article"]["slug"]
+        .as_str()
+        .expect("the article has a slug")
+        .to_string();
     let article_path = format!("/api/articles/{slug}");
     let tip_body = json!({"tip": {"to_username": ann.username, "amount_minor": 250, "article_slug": slug}});
 
-    let follow = host.send("POST", &format!("/api/profiles/{}/follow", ann.username), Some(&bob.token)).await;
+    let follow = host
+        .send("POST", &format!("/api/profiles/{}/follow", ann.username), Some(&bob.token))
+        .await;
     let comment = host
-        .send_json("POST", &format!("{article_path}/comments"), Some(&bob.token), &json!({"comment": {"body": "Nice"}}))
+        .send_json(
+            "POST",
+            &format!("{article_path}/comments"),
+            Some(&bob.token),
+            &json!({"comment": {"body": "Nice"}}),
+        )
         .await;
     let favorite = host.send("POST", &format!("{article_path}/favorite"), Some(&bob.token)).await;
     let tip = post_with_new_key(host, "/api/tips", &bob, &tip_body).await;
@@ -475,21 +553,38 @@ async fn responses_hide_private_fields() {
     let replies = [
         (
             "ann's profile read by bob",
-            host.send("GET", &format!("/api/profiles/{}", ann.username), Some(&bob.token)).await,
+            host.send("GET", &format!("/api/profiles/{}", ann.username), Some(&bob.token))
+                .await,
         ),
-        ("ann's profile read anonymously", host.send("GET", &format!("/api/profiles/{}", ann.username), None).await),
+        (
+            "ann's profile read anonymously",
+            host.send("GET", &format!("/api/profiles/{}", ann.username), None).await,
+        ),
         ("the follow", follow),
         ("the created article", created),
-        ("the article read by bob", host.send("GET", &article_path, Some(&bob.token)).await),
-        ("the article list", host.send("GET", &format!("/api/articles?author={}", ann.username), None).await),
+        (
+            "the article read by bob",
+            host.send("GET", &article_path, Some(&bob.token)).await,
+        ),
+        (
+            "the article list",
+            host.send("GET", &format!("/api/articles?author={}", ann.username), None)
+                .await,
+        ),
         ("bob's feed", host.send("GET", "/api/articles/feed", Some(&bob.token)).await),
         ("the created comment", comment),
-        ("the comments read by ann", host.send("GET", &format!("{article_path}/comments"), Some(&ann.token)).await),
+        (
+            "the comments read by ann",
+            host.send("GET", &format!("{article_path}/comments"), Some(&ann.token)).await,
+        ),
         ("the favorite", favorite),
         ("ann's inbox", host.send("GET", "/api/notifications", Some(&ann.token)).await),
         ("the top-up", top_up),
         ("the tip", tip),
-        ("the tip read by ann", host.send("GET", &format!("/api/payments/{tip_id}"), Some(&ann.token)).await),
+        (
+            "the tip read by ann",
+            host.send("GET", &format!("/api/payments/{tip_id}"), Some(&ann.token)).await,
+        ),
         ("ann's history", host.send("GET", "/api/payments", Some(&ann.token)).await),
         ("bob's history", host.send("GET", "/api/payments", Some(&bob.token)).await),
         ("bob's wallet", host.send("GET", "/api/wallet", Some(&bob.token)).await),
@@ -523,7 +618,11 @@ async fn responses_hide_private_fields() {
         found.unwrap_or_else(|| panic!("no reply is labelled {label:?}")).1.json()
     };
     let shapes = [
-        ("a profile", json_of("ann's profile read by bob")["profile"].clone(), key_set(&PROFILE_FIELDS)),
+        (
+            "a profile",
+            json_of("ann's profile read by bob")["profile"].clone(),
+            key_set(&PROFILE_FIELDS),
+        ),
         (
             "an article's author",
             json_of("the article read by bob")["article"]["author"].clone(),
@@ -534,14 +633,26 @@ async fn responses_hide_private_fields() {
             json_of("the comments read by ann")["comments"][0]["author"].clone(),
             key_set(&PROFILE_FIELDS),
         ),
-        ("a notification's actor", json_of("ann's inbox")["notifications"][0]["actor"].clone(), key_set(&["username"])),
-        ("the tip read by its recipient", json_of("the tip read by ann")["payment"].clone(), key_set(&TIP_FIELDS)),
+        (
+            "a notification's actor",
+            json_of("ann's inbox")["notifications"][0]["actor"].clone(),
+            key_set(&["username"]),
+        ),
+        (
+            "the tip read by its recipient",
+            json_of("the tip read by ann")["payment"].clone(),
+            key_set(&TIP_FIELDS),
+        ),
     ];
     for (what, value, expected) in &shapes {
         assert_eq!(&keys_of(value), expected, "{what}: {value}");
     }
     let tip_read = json_of("the tip read by ann");
-    assert_eq!(tip_read["payment"]["counterparty"], bob.username.as_str(), "the sender shows by name only");
+    assert_eq!(
+        tip_read["payment"]["counterparty"],
+        bob.username.as_str(),
+        "the sender shows by name only"
+    );
 
     // A user's own email appears only in their own user object.
     for (what, reply) in [("registration", &registration), ("login", &login)] {
@@ -549,6 +660,10 @@ async fn responses_hide_private_fields() {
         let user = reply.json()["user"].clone();
         let expected = key_set(&["email", "emailVerified", "token", "username", "bio", "image", "refreshToken"]);
         assert_eq!(keys_of(&user), expected, "{what}: {user}");
-        assert!(!reply.text().contains("$argon2"), "{what} carries no password hash: {}", reply.text());
+        assert!(
+            !reply.text().contains("$argon2"),
+            "{what} carries no password hash: {}",
+            reply.text()
+        );
     }
 }

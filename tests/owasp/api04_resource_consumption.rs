@@ -4,9 +4,9 @@
 //! list pages at most 100 items, and writes per user and requests per address are rate limited.
 //! Also covered in tests/feed.rs (`oversized_body_gets_413`, `non_json_content_type_gets_415`, `create_rejects_invalid_fields`, `create_accepts_maximum_lengths`, `comment_body_is_validated`, `list_caps_limit_at_100`), tests/payments.rs (`tip_accepts_field_limits`, `tip_rejects_invalid_fields`), tests/notifications.rs (`list_rejects_invalid_query`), tests/profiles.rs (`deeply_nested_bodies_are_rejected_before_parsing`) and tests/rate_limits.rs (`writes_are_limited_per_user`, `routes_outside_the_api_have_no_limits`).
 
-use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+use crate::common::{App, field_errors, wait_for_room_in_window};
+use std::time::Duration as StdDuration;
 
-use conduit_tests::fake_mollie::FakeMollie;
 use conduit_tests::{Host, Reply, TEST_PASSWORD, TestUser, app_options, email_of, register_user, unique_name};
 use jwt_simple::prelude::*;
 use serde_json::{Value, json};
@@ -17,59 +17,25 @@ const BEYOND_U64: &str = "99999999999999999999999";
 /// A 41-digit `limit`, longer than the 40 digits the query parser reads.
 const FORTY_ONE_DIGITS: &str = "10000000000000000000000000000000000000000";
 
-/// The host and the fake payment provider its payments component calls.
-/// The host is declared first, so it stops before the fake does.
-struct App {
-    host: Host,
-    fake: FakeMollie,
-}
-
-impl App {
-    fn start() -> Self {
-        let fake = FakeMollie::start();
-        let options = app_options()
-            .env("SPIN_VARIABLE_PAYMENT_PROVIDER_URL", fake.base_url())
-            .env("SPIN_VARIABLE_PAYMENT_PROVIDER_API_KEY", fake.api_key());
-        let host = Host::start(options);
-        fake.set_webhook_target(&host.url(""));
-        App { host, fake }
-    }
-
-    /// Puts `amount_minor` euro cents in the user's wallet: a top-up that the
-    /// fake provider marks paid, followed by its webhook.
-    async fn fund(&self, user: &TestUser, amount_minor: i64) {
-        let body = json!({"top_up": {"amount_minor": amount_minor, "currency": "EUR"}}).to_string();
-        let key = unique_name("key");
-        let authorization = format!("Token {}", user.token);
-        let headers = [("authorization", authorization.as_str()), ("content-type", "application/json"), ("idempotency-key", key.as_str())];
-        let reply = self.host.request("POST", "/api/wallet/top-ups", &headers, body).await;
-        assert_eq!(reply.status, 201, "top-up: {}", reply.text());
-        let payment_id = reply.json()["top_up"]["id"].as_str().unwrap().to_string();
-
-        let payments = self.fake.payments();
-        let at_provider = payments.iter().find(|payment| payment["metadata"]["payment_id"] == payment_id.as_str());
-        let provider_id = at_provider.and_then(|payment| payment["id"].as_str()).expect("the provider has the payment").to_string();
-        self.fake.set_payment_status(&provider_id, "paid");
-        assert_eq!(self.fake.send_webhook(&provider_id).await, 200, "the provider's webhook");
-    }
-}
-
 /// Sends `POST /api/tips` with a fresh Idempotency-Key.
 async fn tip(host: &Host, sender: &TestUser, fields: Value) -> Reply {
     let authorization = format!("Token {}", sender.token);
     let key = unique_name("key");
-    let headers = [("authorization", authorization.as_str()), ("content-type", "application/json"), ("idempotency-key", key.as_str())];
-    host.request("POST", "/api/tips", &headers, json!({ "tip": fields }).to_string()).await
-}
-
-/// Returns the messages of the error envelope under `field` (`body` for the general ones).
-fn field_errors(reply: &Reply, field: &str) -> Vec<String> {
-    serde_json::from_value(reply.json()["errors"][field].clone()).unwrap_or_default()
+    let headers = [
+        ("authorization", authorization.as_str()),
+        ("content-type", "application/json"),
+        ("idempotency-key", key.as_str()),
+    ];
+    host.request("POST", "/api/tips", &headers, json!({ "tip": fields }).to_string())
+        .await
 }
 
 /// Returns the length of the list under `key` in a JSON reply.
 fn list_length(reply: &Reply, key: &str) -> usize {
-    reply.json()[key].as_array().unwrap_or_else(|| panic!("the reply has no `{key}` list: {}", reply.text())).len()
+    reply.json()[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("the reply has no `{key}` list: {}", reply.text()))
+        .len()
 }
 
 /// Builds a JSON object of exactly `size` bytes, `{"pad":"xx…"}`, which no route accepts.
@@ -80,8 +46,13 @@ fn padded_body(size: usize) -> String {
 /// Sends a request whose body is sent in chunks, without `Content-Length`,
 /// over a raw connection. Returns the status and the raw rest of the response.
 async fn send_chunked(host: &Host, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(host.addr).await.expect("the host accepts connections");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n", host.addr);
+    let mut stream = tokio::net::TcpStream::connect(host.addr)
+        .await
+        .expect("the host accepts connections");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n",
+        host.addr
+    );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -100,30 +71,39 @@ async fn send_chunked(host: &Host, method: &str, path: &str, headers: &[(&str, &
     let read = tokio::time::timeout(StdDuration::from_secs(30), stream.read_to_end(&mut response)).await;
     assert!(read.is_ok(), "the host responds to a chunked request within 30 s");
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status line: {text}"));
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
     (status, text)
-}
-
-/// Waits for the next fixed window of `window` seconds unless at least
-/// `needed` seconds are left in the current one, so a test's requests share one window.
-async fn wait_for_room_in_window(window: u64, needed: u64) {
-    let into = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % window;
-    let left = window - into;
-    if left < needed {
-        tokio::time::sleep(StdDuration::from_millis(left * 1000 + 100)).await;
-    }
 }
 
 /// Checks a 429 of `rule`: the message, `Retry-After` within the window and both `RateLimit` headers.
 fn assert_limited(reply: &Reply, rule: &str, limit: u64, window: u64, context: &str) {
     assert_eq!(reply.status, 429, "{context}: {}", reply.text());
-    assert_eq!(field_errors(reply, "body"), ["too many requests; retry after the time in Retry-After"], "{context}");
-    let wait: u64 = reply.header("retry-after").and_then(|value| value.parse().ok()).expect("Retry-After in seconds");
+    assert_eq!(
+        field_errors(reply, "body"),
+        ["too many requests; retry after the time in Retry-After"],
+        "{context}"
+    );
+    let wait: u64 = reply
+        .header("retry-after")
+        .and_then(|value| value.parse().ok())
+        .expect("Retry-After in seconds");
     assert!((1..=window).contains(&wait), "{context}: Retry-After {wait}");
     let policy = format!("\"{rule}\";q={limit};w={window}");
-    assert!(reply.header("ratelimit-policy").is_some_and(|value| value.contains(&policy)), "{context}: {:?}", reply.headers);
+    assert!(
+        reply.header("ratelimit-policy").is_some_and(|value| value.contains(&policy)),
+        "{context}: {:?}",
+        reply.headers
+    );
     let state = format!("\"{rule}\";r=0;t=");
-    assert!(reply.header("ratelimit").is_some_and(|value| value.contains(&state)), "{context}: {:?}", reply.headers);
+    assert!(
+        reply.header("ratelimit").is_some_and(|value| value.contains(&state)),
+        "{context}: {:?}",
+        reply.headers
+    );
 }
 
 #[tokio::test]
@@ -161,10 +141,19 @@ async fn bodies_bounded_in_every_component() {
         let route = format!("{method} {path}");
 
         let at_limit = send("application/json", padded_body(limit)).await;
-        assert_eq!(at_limit.status, 422, "{route}, {limit} bytes are read: {}", at_limit.text().chars().take(300).collect::<String>());
+        assert_eq!(
+            at_limit.status,
+            422,
+            "{route}, {limit} bytes are read: {}",
+            at_limit.text().chars().take(300).collect::<String>()
+        );
         let over = send("application/json", padded_body(limit + 1)).await;
         assert_eq!(over.status, 413, "{route}, {} bytes: {}", limit + 1, over.text());
-        assert_eq!(field_errors(&over, "body"), [format!("body is larger than {limit} bytes")], "{route}");
+        assert_eq!(
+            field_errors(&over, "body"),
+            [format!("body is larger than {limit} bytes")],
+            "{route}"
+        );
 
         let key = unique_name("key");
         let mut headers = vec![("content-type", "application/json"), ("idempotency-key", key.as_str())];
@@ -173,14 +162,25 @@ async fn bodies_bounded_in_every_component() {
         }
         let (status, text) = send_chunked(&host, method, path, &headers, padded_body(limit + 1).as_bytes()).await;
         assert_eq!(status, 413, "{route}, {} bytes without Content-Length: {text}", limit + 1);
-        assert!(text.contains(&format!("body is larger than {limit} bytes")), "{route}: {text}");
+        assert!(
+            text.contains(&format!("body is larger than {limit} bytes")),
+            "{route}: {text}"
+        );
 
         let text_plain = send("text/plain", "{}".to_string()).await;
         assert_eq!(text_plain.status, 415, "{route} as text/plain: {}", text_plain.text());
-        assert_eq!(field_errors(&text_plain, "body"), ["content type must be application/json"], "{route}");
+        assert_eq!(
+            field_errors(&text_plain, "body"),
+            ["content type must be application/json"],
+            "{route}"
+        );
         let deep = send("application/json", too_deep.clone()).await;
         assert_eq!(deep.status, 422, "{route}, 17 levels: {}", deep.text());
-        assert_eq!(field_errors(&deep, "body"), ["body nests arrays and objects deeper than 16 levels"], "{route}");
+        assert_eq!(
+            field_errors(&deep, "body"),
+            ["body nests arrays and objects deeper than 16 levels"],
+            "{route}"
+        );
     }
 }
 
@@ -201,41 +201,100 @@ async fn profile_fields_bounded_at_maximum() {
     // U+FDFA is one letter whose NFKC form, used in the comparison key, is 18 characters.
     let expanding = "\u{FDFA}\u{FDFA}";
     let rejected_registrations = [
-        ("a 33-character username", register(&format!("{:x<33}", other), &email_of(&other), TEST_PASSWORD).await, "username", "is too long (maximum is 32 characters)"),
-        ("a username whose key is 36 characters", register(expanding, &email_of(&other), TEST_PASSWORD).await, "username", "is too long (maximum is 32 characters)"),
-        ("a 255-character email", register(&other, &format!("{}@{long_domain}", other.to_lowercase()), TEST_PASSWORD).await, "email", "is too long (maximum is 254 characters)"),
-        ("a 129-character password", register(&other, &email_of(&other), &"p".repeat(129)).await, "password", "is too long (maximum is 128 characters)"),
+        (
+            "a 33-character username",
+            register(&format!("{:x<33}", other), &email_of(&other), TEST_PASSWORD).await,
+            "username",
+            "is too long (maximum is 32 characters)",
+        ),
+        (
+            "a username whose key is 36 characters",
+            register(expanding, &email_of(&other), TEST_PASSWORD).await,
+            "username",
+            "is too long (maximum is 32 characters)",
+        ),
+        (
+            "a 255-character email",
+            register(&other, &format!("{}@{long_domain}", other.to_lowercase()), TEST_PASSWORD).await,
+            "email",
+            "is too long (maximum is 254 characters)",
+        ),
+        (
+            "a 129-character password",
+            register(&other, &email_of(&other), &"p".repeat(129)).await,
+            "password",
+            "is too long (maximum is 128 characters)",
+        ),
     ];
     for (what, reply, field, message) in &rejected_registrations {
         assert_eq!(reply.status, 422, "{what}: {}", reply.text());
         assert_eq!(field_errors(reply, field), [*message], "{what}");
     }
-    assert_eq!(host.get(&format!("/api/profiles/{other}")).await.status, 404, "no rejected registration created a user");
+    assert_eq!(
+        host.get(&format!("/api/profiles/{other}")).await.status,
+        404,
+        "no rejected registration created a user"
+    );
 
     assert_eq!((username.chars().count(), email.chars().count()), (32, 254));
     let registered = register(&username, &email, &password).await;
     assert_eq!(registered.status, 201, "every field at its maximum: {}", registered.text());
-    let login = host.send_json("POST", "/api/users/login", None, &json!({"user": {"email": email, "password": password}})).await;
+    let login = host
+        .send_json(
+            "POST",
+            "/api/users/login",
+            None,
+            &json!({"user": {"email": email, "password": password}}),
+        )
+        .await;
     assert_eq!(login.status, 200, "the 128-character password logs in: {}", login.text());
     let token = login.json()["user"]["token"].as_str().unwrap().to_string();
 
     // Two-byte characters, so the bio limit is seen to count characters.
     let bio = "é".repeat(2000);
     let image = format!("https://example.com/{}", "i".repeat(2048 - 20));
-    let updated = host.send_json("PUT", "/api/user", Some(&token), &json!({"user": {"bio": bio, "image": image}})).await;
-    assert_eq!(updated.status, 200, "bio and image at their maximum: {}", updated.text().chars().take(300).collect::<String>());
+    let updated = host
+        .send_json(
+            "PUT",
+            "/api/user",
+            Some(&token),
+            &json!({"user": {"bio": bio, "image": image}}),
+        )
+        .await;
+    assert_eq!(
+        updated.status,
+        200,
+        "bio and image at their maximum: {}",
+        updated.text().chars().take(300).collect::<String>()
+    );
     let rejected_updates = [
-        ("a 2001-character bio", json!({"bio": "é".repeat(2001)}), "bio", "is too long (maximum is 2000 characters)"),
-        ("a 2049-character image", json!({"image": format!("{image}i")}), "image", "is too long (maximum is 2048 characters)"),
+        (
+            "a 2001-character bio",
+            json!({"bio": "é".repeat(2001)}),
+            "bio",
+            "is too long (maximum is 2000 characters)",
+        ),
+        (
+            "a 2049-character image",
+            json!({"image": format!("{image}i")}),
+            "image",
+            "is too long (maximum is 2048 characters)",
+        ),
     ];
     for (what, user, field, message) in rejected_updates {
-        let reply = host.send_json("PUT", "/api/user", Some(&token), &json!({ "user": user })).await;
+        let reply = host
+            .send_json("PUT", "/api/user", Some(&token), &json!({ "user": user }))
+            .await;
         assert_eq!(reply.status, 422, "{what}: {}", reply.text());
         assert_eq!(field_errors(&reply, field), [message], "{what}");
     }
     let current = host.send("GET", "/api/user", Some(&token)).await.json();
     assert_eq!(current["user"]["bio"], bio.as_str(), "the rejected updates changed nothing");
-    assert_eq!(current["user"]["image"], image.as_str(), "the rejected updates changed nothing");
+    assert_eq!(
+        current["user"]["image"],
+        image.as_str(),
+        "the rejected updates changed nothing"
+    );
 }
 
 #[tokio::test]
@@ -246,7 +305,8 @@ async fn list_pages_capped_or_rejected() {
     app.fund(&ann, 101).await;
     // 101 tips of one cent each give Bob 101 payments.
     for batch in 0..11 {
-        let tips = (0..10.min(101 - batch * 10)).map(|_| tip(host, &ann, json!({"to_username": bob.username, "amount_minor": 1})));
+        let tips =
+            (0..10.min(101 - batch * 10)).map(|_| tip(host, &ann, json!({"to_username": bob.username, "amount_minor": 1})));
         for reply in futures::future::join_all(tips).await {
             assert_eq!(reply.status, 201, "a tip: {}", reply.text());
         }
@@ -259,23 +319,46 @@ async fn list_pages_capped_or_rejected() {
     for limit in ["1000", BEYOND_U64] {
         let payments = bobs(format!("/api/payments?limit={limit}")).await;
         assert_eq!(payments.status, 200, "payments, limit {limit}: {}", payments.text());
-        assert_eq!(list_length(&payments, "payments"), 100, "payments, limit {limit}: the page is capped at 100");
-        assert!(payments.json()["next_cursor"].is_string(), "payments, limit {limit}: a next page follows");
+        assert_eq!(
+            list_length(&payments, "payments"),
+            100,
+            "payments, limit {limit}: the page is capped at 100"
+        );
+        assert!(
+            payments.json()["next_cursor"].is_string(),
+            "payments, limit {limit}: a next page follows"
+        );
 
         let articles = host.get(&format!("/api/articles?limit={limit}")).await;
         assert_eq!(articles.status, 200, "articles, limit {limit}: {}", articles.text());
-        assert!(list_length(&articles, "articles") <= 100, "articles, limit {limit}: the page is capped at 100");
+        assert!(
+            list_length(&articles, "articles") <= 100,
+            "articles, limit {limit}: the page is capped at 100"
+        );
 
         let notifications = bobs(format!("/api/notifications?limit={limit}")).await;
-        assert_eq!(notifications.status, 422, "notifications, limit {limit}: {}", notifications.text());
-        assert_eq!(field_errors(&notifications, "limit"), ["must be a whole number from 1 to 100"], "notifications, limit {limit}");
+        assert_eq!(
+            notifications.status,
+            422,
+            "notifications, limit {limit}: {}",
+            notifications.text()
+        );
+        assert_eq!(
+            field_errors(&notifications, "limit"),
+            ["must be a whole number from 1 to 100"],
+            "notifications, limit {limit}"
+        );
     }
 
     let payments = bobs(format!("/api/payments?limit={FORTY_ONE_DIGITS}")).await;
     let articles = host.get(&format!("/api/articles?limit={FORTY_ONE_DIGITS}")).await;
     for (list, reply) in [("payments", &payments), ("articles", &articles)] {
         assert_eq!(reply.status, 422, "{list}, a 41-digit limit: {}", reply.text());
-        assert_eq!(field_errors(reply, "limit"), ["must be a whole number of at least 1"], "{list}");
+        assert_eq!(
+            field_errors(reply, "limit"),
+            ["must be a whole number of at least 1"],
+            "{list}"
+        );
     }
 }
 
@@ -298,7 +381,14 @@ async fn writes_limited_per_user_everywhere() {
     let forged = format!("Token {}", forger.sign(claims).unwrap());
     for path in ["/api/articles", "/api/tips", "/api/notifications/read-all"] {
         for _ in 0..3 {
-            let reply = host.request("POST", path, &[("authorization", forged.as_str()), ("content-type", "application/json")], "{}").await;
+            let reply = host
+                .request(
+                    "POST",
+                    path,
+                    &[("authorization", forged.as_str()), ("content-type", "application/json")],
+                    "{}",
+                )
+                .await;
             assert_eq!(reply.status, 401, "POST {path} with a forged token: {}", reply.text());
             assert_eq!(field_errors(&reply, "body"), ["the token is invalid"], "POST {path}");
         }
@@ -312,7 +402,13 @@ async fn writes_limited_per_user_everywhere() {
     let favorite_path = format!("/api/articles/{slug}/favorite");
     let favorited = host.send("POST", &favorite_path, Some(&ann.token)).await;
     assert_eq!(favorited.status, 200, "feed write 2: {}", favorited.text());
-    assert_limited(&host.send("DELETE", &favorite_path, Some(&ann.token)).await, "user-writes", LIMIT, WINDOW, "feed write 3");
+    assert_limited(
+        &host.send("DELETE", &favorite_path, Some(&ann.token)).await,
+        "user-writes",
+        LIMIT,
+        WINDOW,
+        "feed write 3",
+    );
 
     // Payments counts its own writes, failed ones too. Ann has no money, so each tip is a 422.
     for attempt in 1..=LIMIT {
@@ -331,7 +427,12 @@ async fn writes_limited_per_user_everywhere() {
     assert_limited(&third_read_all, "user-writes", LIMIT, WINDOW, "notifications write 3");
 
     let bobs_write = host.send("POST", "/api/notifications/read-all", Some(&bob.token)).await;
-    assert_eq!(bobs_write.status, 200, "another user keeps a budget of his own: {}", bobs_write.text());
+    assert_eq!(
+        bobs_write.status,
+        200,
+        "another user keeps a budget of his own: {}",
+        bobs_write.text()
+    );
 }
 
 #[tokio::test]
@@ -348,8 +449,18 @@ async fn address_limit_covers_every_component() {
             let reply = host.get(path).await;
             assert_eq!(reply.status, 401, "GET {path}, request {attempt}: {}", reply.text());
             let remaining = format!("\"address\";r={};", LIMIT - attempt);
-            assert!(reply.header("ratelimit").is_some_and(|value| value.contains(&remaining)), "GET {path}: {:?}", reply.headers);
+            assert!(
+                reply.header("ratelimit").is_some_and(|value| value.contains(&remaining)),
+                "GET {path}: {:?}",
+                reply.headers
+            );
         }
-        assert_limited(&host.get(path).await, "address", LIMIT, WINDOW, &format!("GET {path}, request {}", LIMIT + 1));
+        assert_limited(
+            &host.get(path).await,
+            "address",
+            LIMIT,
+            WINDOW,
+            &format!("GET {path}, request {}", LIMIT + 1),
+        );
     }
 }

@@ -1,19 +1,17 @@
-//! API5 Broken Function Level Authorization: admin routes reject ordinary
+//! API5:2023 Broken Function Level Authorization: admin routes reject ordinary
 //! users (403) and anonymous callers (401) and accept an admin's new token.
 //! `/internal/` paths have no public route and need their component's service
 //! token, `/ops/` dispatch needs the scheduler token, and no token works where
 //! another kind is required. A method a route does not define gets 405 with `Allow`.
 //! Also covered by: tests/payments.rs `ledger_check_needs_admin` and `refund_needs_admin_token`, tests/events.rs `internal_routes_need_a_service_token` and `dispatch_needs_the_scheduler_token`, tests/feed.rs `admin_deletes_any_article_and_comment`.
 
+use crate::common::{App, eur_balance, field_errors, post_with_new_key, query};
 use std::path::PathBuf;
 
-use conduit_tests::fake_mollie::FakeMollie;
 use conduit_tests::{
-    Host, Reply, TestUser, admin_db, app_options, dispatch, grant_admin, log_in, register_user, scratch_dir,
-    test_env_value, unique_name, workspace_root,
+    Host, Reply, app_options, dispatch, grant_admin, log_in, register_user, scratch_dir, test_env_value, workspace_root,
 };
 use jwt_simple::prelude::*;
-use mysql_async::prelude::{FromRow, Queryable};
 use serde_json::{Value, json};
 
 const ADMIN_ROLE_NEEDED: &str = "this route needs the `admin` role";
@@ -22,66 +20,7 @@ const INVALID_USER_TOKEN: &str = "the token is invalid";
 
 // ---- the application and its fake payment provider ----
 
-/// The host and the fake provider its payments component calls. The host
-/// drops first, so it stops before the fake closes its connections.
-struct App {
-    host: Host,
-    mollie: FakeMollie,
-}
-
-impl App {
-    fn start() -> Self {
-        let mollie = FakeMollie::start();
-        let options = app_options()
-            .env("SPIN_VARIABLE_PAYMENT_PROVIDER_URL", mollie.base_url())
-            .env("SPIN_VARIABLE_PAYMENT_PROVIDER_API_KEY", mollie.api_key());
-        let host = Host::start(options);
-        mollie.set_webhook_target(&host.url(""));
-        App { host, mollie }
-    }
-}
-
 // ---- requests ----
-
-/// Posts JSON as `user` with a new `Idempotency-Key`, as the payments routes require.
-async fn post_with_new_key(host: &Host, path: &str, user: &TestUser, body: &Value) -> Reply {
-    let authorization = format!("Token {}", user.token);
-    let key = unique_name("key");
-    let headers = [
-        ("content-type", "application/json"),
-        ("authorization", authorization.as_str()),
-        ("idempotency-key", key.as_str()),
-    ];
-    host.request("POST", path, &headers, body.to_string()).await
-}
-
-/// Tops up the user's wallet with `amount_minor` euro cents through the fake provider.
-async fn fund_wallet(app: &App, user: &TestUser, amount_minor: i64) {
-    let body = json!({"top_up": {"amount_minor": amount_minor, "currency": "EUR"}});
-    let created = post_with_new_key(&app.host, "/api/wallet/top-ups", user, &body).await;
-    assert_eq!(created.status, 201, "the top-up request failed: {}", created.text());
-    let payment_id = created.json()["top_up"]["id"].clone();
-    let payments = app.mollie.payments();
-    let provider_payment = payments.iter().find(|payment| payment["metadata"]["payment_id"] == payment_id);
-    let provider_id = provider_payment
-        .and_then(|payment| payment["id"].as_str())
-        .unwrap_or_else(|| panic!("the provider has no payment for top-up {payment_id}: {payments:?}"));
-
-    app.mollie.set_payment_status(provider_id, "paid");
-    let webhook_status = app.mollie.send_webhook(provider_id).await;
-    assert_eq!(webhook_status, 200, "the webhook for the paid top-up got {webhook_status}");
-}
-
-/// Returns the user's EUR balance in cents from `GET /api/wallet`.
-async fn eur_balance(host: &Host, user: &TestUser) -> i64 {
-    let reply = host.send("GET", "/api/wallet", Some(&user.token)).await;
-    assert_eq!(reply.status, 200, "reading the wallet failed: {}", reply.text());
-    let body = reply.json();
-    let balances = body["wallet"]["balances"].as_array().cloned().unwrap_or_default();
-    let eur = balances.iter().find(|balance| balance["currency"] == "EUR");
-    eur.and_then(|balance| balance["amount_minor"].as_i64())
-        .unwrap_or_else(|| panic!("the wallet has no integer EUR balance: {body}"))
-}
 
 /// Sends a request with `Authorization: Bearer <token>` when a token is given, and a JSON body.
 async fn send_bearer(host: &Host, method: &str, path: &str, token: Option<&str>, body: &Value) -> Reply {
@@ -104,7 +43,9 @@ struct ServiceClaims {
 /// Builds the Ed25519 key pair of a 64-hex-digit seed in `tests/test.env`.
 fn key_pair(variable: &str) -> Ed25519KeyPair {
     let seed_hex = test_env_value(variable);
-    let seed: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let seed: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::from_slice(&seed).unwrap());
     Ed25519KeyPair::from_bytes(&pair[..]).unwrap()
 }
@@ -112,10 +53,15 @@ fn key_pair(variable: &str) -> Ed25519KeyPair {
 /// Signs a token with the claims of a service token from `caller` to
 /// `audience`, valid for 120 s, with `key`.
 fn service_token_with(key: &Ed25519KeyPair, caller: &str, audience: &str) -> String {
-    let claims = Claims::with_custom_claims(ServiceClaims { roles: vec!["service".into()] }, Duration::from_secs(120))
-        .with_issuer("conduit-services")
-        .with_audience(audience)
-        .with_subject(caller);
+    let claims = Claims::with_custom_claims(
+        ServiceClaims {
+            roles: vec!["service".into()],
+        },
+        Duration::from_secs(120),
+    )
+    .with_issuer("conduit-services")
+    .with_audience(audience)
+    .with_subject(caller);
     key.sign(claims).unwrap()
 }
 
@@ -126,22 +72,10 @@ fn service_token(caller: &str, audience: &str) -> String {
 
 // ---- reading replies and rows ----
 
-/// Returns the messages of `errors.<field>` in the error envelope.
-fn field_errors(reply: &Reply, field: &str) -> Vec<String> {
-    serde_json::from_value(reply.json()["errors"][field].clone()).unwrap_or_default()
-}
-
 /// Asserts the status and the envelope's only `body` message.
 fn assert_error(reply: &Reply, status: u16, message: &str, context: &str) {
     assert_eq!(reply.status, status, "{context}: {}", reply.text());
     assert_eq!(field_errors(reply, "body"), [message], "{context}: {}", reply.text());
-}
-
-async fn query<T: FromRow + Send + 'static>(statement: &str, params: Vec<String>) -> Vec<T> {
-    let mut db = admin_db().await;
-    let rows = db.exec(statement, params).await.unwrap();
-    db.disconnect().await.unwrap();
-    rows
 }
 
 /// Returns the roles granted to a user on top of `user`, sorted.
@@ -163,7 +97,7 @@ async fn admin_routes_reject_ordinary_users() {
     let mut bob = register_user(host, "bob").await;
     let doomed = register_user(host, "del").await;
     let admin = register_user(host, "adm").await;
-    fund_wallet(&app, &ann, 1000).await;
+    app.fund(&ann, 1000).await;
     let tip = json!({"tip": {"to_username": bob.username, "amount_minor": 200, "currency": "EUR"}});
     let tip_reply = post_with_new_key(host, "/api/tips", &ann, &tip).await;
     assert_eq!(tip_reply.status, 201, "{}", tip_reply.text());
@@ -182,32 +116,63 @@ async fn admin_routes_reject_ordinary_users() {
 
     for (method, path, body) in routes {
         let anonymous = host.send_json(method, path, None, body).await;
-        assert_error(&anonymous, 401, NEEDS_AUTHORIZATION, &format!("{method} {path} without a token"));
+        assert_error(
+            &anonymous,
+            401,
+            NEEDS_AUTHORIZATION,
+            &format!("{method} {path} without a token"),
+        );
         for user in [&ann, &bob, &admin] {
             let reply = host.send_json(method, path, Some(&user.token), body).await;
-            assert_error(&reply, 403, ADMIN_ROLE_NEEDED, &format!("{method} {path} as {}", user.username));
+            assert_error(
+                &reply,
+                403,
+                ADMIN_ROLE_NEEDED,
+                &format!("{method} {path} as {}", user.username),
+            );
         }
     }
     assert!(granted_roles(&bob.id).await.is_empty(), "bob got no role");
     let doomed_profile = host.send("GET", &format!("/api/profiles/{}", doomed.username), None).await;
-    assert_eq!(doomed_profile.status, 200, "the user was not deleted: {}", doomed_profile.text());
+    assert_eq!(
+        doomed_profile.status,
+        200,
+        "the user was not deleted: {}",
+        doomed_profile.text()
+    );
     assert_eq!(eur_balance(host, &ann).await, 800, "nothing was refunded to the sender");
     assert_eq!(eur_balance(host, &bob).await, 200, "nothing was taken from the recipient");
 
     grant_admin(&admin.id, "spin.toml");
     let stale = host.send_json("PUT", &roles_path, Some(&admin.token), &grant_body).await;
-    assert_error(&stale, 401, "the token has been revoked; log in again", "the token from before the grant");
+    assert_error(
+        &stale,
+        401,
+        "the token has been revoked; log in again",
+        "the token from before the grant",
+    );
     let admin_token = log_in(host, &admin).await;
 
     let granted = host.send_json("PUT", &roles_path, Some(&admin_token), &grant_body).await;
     assert_eq!(granted.status, 200, "{}", granted.text());
-    assert_eq!(granted.json(), json!({"user": {"username": bob.username, "roles": ["user", "admin"]}}));
+    assert_eq!(
+        granted.json(),
+        json!({"user": {"username": bob.username, "roles": ["user", "admin"]}})
+    );
     assert_eq!(granted_roles(&bob.id).await, ["admin"], "the grant is stored");
-    let actors: Vec<(String, String)> =
-        query("SELECT actor, action FROM conduit_test_profiles.role_audit WHERE user_id = ?", vec![bob.id.clone()])
-            .await;
-    assert_eq!(actors, [(admin.id.clone(), "grant".to_string())], "the grant is audited with its actor");
-    let revoked = host.send_json("PUT", &roles_path, Some(&admin_token), &json!({"roles": ["user"]})).await;
+    let actors: Vec<(String, String)> = query(
+        "SELECT actor, action FROM conduit_test_profiles.role_audit WHERE user_id = ?",
+        vec![bob.id.clone()],
+    )
+    .await;
+    assert_eq!(
+        actors,
+        [(admin.id.clone(), "grant".to_string())],
+        "the grant is audited with its actor"
+    );
+    let revoked = host
+        .send_json("PUT", &roles_path, Some(&admin_token), &json!({"roles": ["user"]}))
+        .await;
     assert_eq!(revoked.status, 200, "{}", revoked.text());
     assert_eq!(revoked.json()["user"]["roles"], json!(["user"]), "{}", revoked.text());
     assert!(granted_roles(&bob.id).await.is_empty(), "the role is removed again");
@@ -222,11 +187,23 @@ async fn admin_routes_reject_ordinary_users() {
 
     let ledger = host.send("GET", "/api/admin/ledger/check", Some(&admin_token)).await;
     assert_eq!(ledger.status, 200, "{}", ledger.text());
-    assert!(ledger.json()["ledger"]["balanced"].is_boolean(), "the report has `balanced`: {}", ledger.text());
+    assert!(
+        ledger.json()["ledger"]["balanced"].is_boolean(),
+        "the report has `balanced`: {}",
+        ledger.text()
+    );
     let refund = host.send_json("POST", &refund_path, Some(&admin_token), &refund_body).await;
     assert_eq!(refund.status, 201, "{}", refund.text());
-    assert_eq!(eur_balance(host, &ann).await, 850, "the admin's refund returned 50 to the sender");
-    assert_eq!(eur_balance(host, &bob).await, 150, "the admin's refund took 50 from the recipient");
+    assert_eq!(
+        eur_balance(host, &ann).await,
+        850,
+        "the admin's refund returned 50 to the sender"
+    );
+    assert_eq!(
+        eur_balance(host, &bob).await,
+        150,
+        "the admin's refund took 50 from the recipient"
+    );
     let deleted = host.send("DELETE", &delete_path, Some(&admin_token)).await;
     assert_eq!(deleted.status, 204, "{}", deleted.text());
     let gone = host.send("GET", &format!("/api/profiles/{}", doomed.username), None).await;
@@ -254,7 +231,9 @@ fn manifest_with_public_internal_routes() -> PathBuf {
     let mut text = original.replace("source = \"target/", &format!("source = \"{}/target/", root.display()));
     for (component, _, path) in INTERNAL_ROUTES {
         let route = path.split('?').next().unwrap_or(path);
-        text.push_str(&format!("\n[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"{component}\"\n"));
+        text.push_str(&format!(
+            "\n[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"{component}\"\n"
+        ));
     }
     let manifest = scratch_dir("owasp-internal-routes").join("spin.toml");
     std::fs::write(&manifest, text).expect("the scratch directory is writable");
@@ -263,7 +242,10 @@ fn manifest_with_public_internal_routes() -> PathBuf {
 
 /// Builds a user deletion event as profiles would publish it, for `user_id`.
 fn forged_user_deletion(user_id: &str) -> Value {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     json!({
         "id": format!("{:08x}-0000-4000-8000-{:012x}", nanos % 0xffff_ffff, nanos % 0xffff_ffff_ffff),
         "producer": "profiles",
@@ -292,7 +274,12 @@ async fn internal_routes_need_service_token() {
         let cases = [
             ("no token", None, 401, "internal routes need a service token"),
             ("a user token", Some(ann.token.clone()), 401, invalid),
-            ("service claims signed with the user key", Some(user_key_service_claims(component)), 401, invalid),
+            (
+                "service claims signed with the user key",
+                Some(user_key_service_claims(component)),
+                401,
+                invalid,
+            ),
             (
                 "a service token for another component",
                 Some(service_token("profiles", other)),
@@ -332,12 +319,17 @@ async fn internal_routes_need_service_token() {
 
     // Service and scheduler tokens are rejected where a user token is required.
     let scheduler = test_env_value("SPIN_VARIABLE_SCHEDULER_TOKEN");
-    let user_routes =
-        [("GET", "/api/user"), ("GET", "/api/articles/feed"), ("GET", "/api/wallet"), ("GET", "/api/notifications")];
+    let user_routes = [
+        ("GET", "/api/user"),
+        ("GET", "/api/articles/feed"),
+        ("GET", "/api/wallet"),
+        ("GET", "/api/notifications"),
+    ];
     for (method, path) in user_routes {
-        for (what, token) in
-            [("a service token", service_token("profiles", "feed")), ("the scheduler token", scheduler.clone())]
-        {
+        for (what, token) in [
+            ("a service token", service_token("profiles", "feed")),
+            ("the scheduler token", scheduler.clone()),
+        ] {
             let reply = send_bearer(&host, method, path, Some(&token), &json!({})).await;
             assert_error(&reply, 401, INVALID_USER_TOKEN, &format!("{method} {path} with {what}"));
         }
@@ -358,7 +350,12 @@ async fn internal_paths_have_no_public_route() {
             ("a service token", Some(service.as_str())),
         ] {
             let reply = send_bearer(&host, method, path, token, &json!({})).await;
-            assert_eq!(reply.status, 404, "{component}: {method} {path} with {what}: {}", reply.text());
+            assert_eq!(
+                reply.status,
+                404,
+                "{component}: {method} {path} with {what}: {}",
+                reply.text()
+            );
             assert!(reply.body.is_empty(), "the platform's empty 404: {}", reply.text());
         }
     }
@@ -366,9 +363,14 @@ async fn internal_paths_have_no_public_route() {
     // Components route on the request's path, never on the Spin headers a client can also send.
     let internal_headers = [
         ("spin-path-info", "/internal/profiles/resync"),
-        ("spin-full-url", "http://127.0.0.1/internal/profiles/resync?aggregate=user&limit=1"),
+        (
+            "spin-full-url",
+            "http://127.0.0.1/internal/profiles/resync?aggregate=user&limit=1",
+        ),
     ];
-    let profile = host.request("GET", &format!("/api/profiles/{}", ann.username), &internal_headers, "").await;
+    let profile = host
+        .request("GET", &format!("/api/profiles/{}", ann.username), &internal_headers, "")
+        .await;
     assert_eq!(profile.status, 200, "{}", profile.text());
     assert_eq!(
         profile.json()["profile"]["username"],
@@ -378,9 +380,17 @@ async fn internal_paths_have_no_public_route() {
     );
     let authorization = format!("Token {}", ann.token);
     let admin_path = format!("/api/admin/users/{}", bob.username);
-    let admin_headers = [("authorization", authorization.as_str()), ("spin-path-info", admin_path.as_str())];
+    let admin_headers = [
+        ("authorization", authorization.as_str()),
+        ("spin-path-info", admin_path.as_str()),
+    ];
     let delete = host.request("DELETE", "/api/user", &admin_headers, "").await;
-    assert_error(&delete, 405, "method not allowed", "DELETE /api/user with an admin path in spin-path-info");
+    assert_error(
+        &delete,
+        405,
+        "method not allowed",
+        "DELETE /api/user with an admin path in spin-path-info",
+    );
     let bobs_profile = host.send("GET", &format!("/api/profiles/{}", bob.username), None).await;
     assert_eq!(bobs_profile.status, 200, "bob was not deleted: {}", bobs_profile.text());
 }
@@ -418,14 +428,24 @@ async fn dispatch_needs_scheduler_token() {
     // payment provider about every pending top-up, so they are not run here.
     let accepted = dispatch(&host, "profiles").await;
     assert_eq!(accepted.status, 200, "{}", accepted.text());
-    assert!(accepted.json()["outbox"].is_object(), "the dispatch report: {}", accepted.text());
+    assert!(
+        accepted.json()["outbox"].is_object(),
+        "the dispatch report: {}",
+        accepted.text()
+    );
 
     // The scheduler token is rejected on admin routes.
-    for (method, path) in
-        [("GET", "/api/admin/ledger/check"), ("DELETE", &format!("/api/admin/users/{}", ann.username))]
-    {
+    for (method, path) in [
+        ("GET", "/api/admin/ledger/check"),
+        ("DELETE", &format!("/api/admin/users/{}", ann.username)),
+    ] {
         let reply = send_bearer(&host, method, path, Some(&scheduler), &json!({})).await;
-        assert_error(&reply, 401, INVALID_USER_TOKEN, &format!("{method} {path} with the scheduler token"));
+        assert_error(
+            &reply,
+            401,
+            INVALID_USER_TOKEN,
+            &format!("{method} {path} with the scheduler token"),
+        );
     }
     let profile = host.send("GET", &format!("/api/profiles/{}", ann.username), None).await;
     assert_eq!(profile.status, 200, "ann was not deleted: {}", profile.text());
@@ -481,7 +501,12 @@ async fn undefined_methods_get_405() {
     for header in ["x-http-method-override", "x-method-override"] {
         let headers = [("authorization", authorization.as_str()), (header, "DELETE")];
         let reply = host.request("POST", &user, &headers, "").await;
-        assert_error(&reply, 405, "method not allowed", &format!("POST {user} with {header}: DELETE"));
+        assert_error(
+            &reply,
+            405,
+            "method not allowed",
+            &format!("POST {user} with {header}: DELETE"),
+        );
         assert_eq!(reply.header("allow"), Some("DELETE"), "POST {user} with {header}");
     }
     assert!(granted_roles(&bob.id).await.is_empty(), "no method reached the role change");

@@ -32,7 +32,15 @@ struct Case {
 }
 
 fn case(label: &'static str, method: &'static str, path: impl Into<String>, token: bool, status: u16) -> Case {
-    Case { label, method, path: path.into(), token, content_type: None, body: String::new(), status }
+    Case {
+        label,
+        method,
+        path: path.into(),
+        token,
+        content_type: None,
+        body: String::new(),
+        status,
+    }
 }
 
 fn with_body(mut case: Case, content_type: &'static str, body: impl Into<String>) -> Case {
@@ -114,8 +122,16 @@ async fn every_response_hardened() {
         case("current user without token", "GET", "/api/user", false, 401),
         case("current user with DELETE", "DELETE", "/api/user", true, 405),
         case("unknown profile", "GET", "/api/profiles/nobody-here-at-all", false, 404),
-        with_body(case("registration with broken JSON", "POST", "/api/users", false, 400), json_type, "{\"user\":"),
-        with_body(case("registration as text", "POST", "/api/users", false, 415), "text/plain", "{}"),
+        with_body(
+            case("registration with broken JSON", "POST", "/api/users", false, 400),
+            json_type,
+            "{\"user\":",
+        ),
+        with_body(
+            case("registration as text", "POST", "/api/users", false, 415),
+            "text/plain",
+            "{}",
+        ),
         with_body(
             case("registration with a number as name", "POST", "/api/users", false, 422),
             json_type,
@@ -123,29 +139,67 @@ async fn every_response_hardened() {
         ),
         case("profiles health", "GET", "/health/profiles", false, 200),
         case("profiles health with POST", "POST", "/health/profiles", false, 405),
-        case("profiles dispatch without token", "POST", "/ops/profiles/dispatch", false, 401),
+        case(
+            "profiles dispatch without token",
+            "POST",
+            "/ops/profiles/dispatch",
+            false,
+            401,
+        ),
         // feed
         case("tags", "GET", "/api/tags", false, 200),
         case("article", "GET", format!("/api/articles/{slug}"), true, 200),
         case("unknown article", "GET", "/api/articles/no-such-article-here", false, 404),
-        case("path under articles", "GET", format!("/api/articles/{slug}/no/such/part"), false, 404),
+        case(
+            "path under articles",
+            "GET",
+            format!("/api/articles/{slug}/no/such/part"),
+            false,
+            404,
+        ),
         case("tags with DELETE", "DELETE", "/api/tags", false, 405),
         case("list with a bad limit", "GET", "/api/articles?limit=many", false, 422),
-        with_body(case("oversized article", "POST", "/api/articles", true, 413), json_type, oversized),
+        with_body(
+            case("oversized article", "POST", "/api/articles", true, 413),
+            json_type,
+            oversized,
+        ),
         case("feed health HEAD", "HEAD", "/health/feed", false, 200),
         // payments
         case("wallet", "GET", "/api/wallet", true, 200),
         case("wallet without token", "GET", "/api/wallet", false, 401),
         case("top-ups with GET", "GET", "/api/wallet/top-ups", true, 405),
-        case("unknown payment", "GET", "/api/payments/00000000-0000-4000-8000-000000000000", true, 404),
-        with_body(case("webhook as JSON", "POST", "/api/payments/webhooks/provider", false, 415), json_type, "{}"),
+        case(
+            "unknown payment",
+            "GET",
+            "/api/payments/00000000-0000-4000-8000-000000000000",
+            true,
+            404,
+        ),
+        with_body(
+            case("webhook as JSON", "POST", "/api/payments/webhooks/provider", false, 415),
+            json_type,
+            "{}",
+        ),
         case("payments health", "GET", "/health/payments", false, 200),
         // notifications
         case("inbox", "GET", "/api/notifications", true, 200),
-        case("unread count without token", "GET", "/api/notifications/unread-count", false, 401),
+        case(
+            "unread count without token",
+            "GET",
+            "/api/notifications/unread-count",
+            false,
+            401,
+        ),
         case("unread count with PUT", "PUT", "/api/notifications/unread-count", true, 405),
         case("path under notifications", "GET", "/api/notifications/a/b/c", true, 404),
-        case("bad unsubscribe link", "GET", "/api/notifications/unsubscribe?token=forged", false, 422),
+        case(
+            "bad unsubscribe link",
+            "GET",
+            "/api/notifications/unsubscribe?token=forged",
+            false,
+            422,
+        ),
         case("notifications health", "GET", "/health/notifications", false, 200),
     ];
 
@@ -157,30 +211,65 @@ async fn every_response_hardened() {
         assert_eq!(reply.status, case.status, "{label}: {}", reply.text());
         assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{label}");
         assert_eq!(reply.header("strict-transport-security"), Some(HSTS), "{label}");
-        assert!(reply.header("x-request-id").is_some(), "{label}: the response has a request id");
+        assert!(
+            reply.header("x-request-id").is_some(),
+            "{label}: the response has a request id"
+        );
         assert_eq!(reply.header("server"), None, "{label}: no server banner");
         assert_eq!(reply.header("x-powered-by"), None, "{label}: no framework banner");
-        assert_eq!(reply.header("access-control-allow-origin"), None, "{label}: an unlisted origin gets no CORS");
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            None,
+            "{label}: an unlisted origin gets no CORS"
+        );
         if case.token {
-            assert_eq!(reply.header("cache-control"), Some("no-store"), "{label}: a response to credentials is not stored");
+            assert_eq!(
+                reply.header("cache-control"),
+                Some("no-store"),
+                "{label}: a response to credentials is not stored"
+            );
         }
         if reply.status >= 400 && case.method != "HEAD" {
             assert_eq!(reply.header("content-type"), Some(json_type), "{label}: errors are JSON");
-            assert!(reply.json()["errors"]["body"].is_array(), "{label}: the error envelope: {}", reply.text());
-            assert_eq!(leaked_markers(&reply.text()), Vec::<String>::new(), "{label}: {}", reply.text());
+            assert!(
+                reply.json()["errors"]["body"].is_array(),
+                "{label}: the error envelope: {}",
+                reply.text()
+            );
+            assert_eq!(
+                leaked_markers(&reply.text()),
+                Vec::<String>::new(),
+                "{label}: {}",
+                reply.text()
+            );
         }
     }
 
     // Responses that carry a token are never stored, though the request had none.
     let refresh_token = ann_refresh_token(&host, &ann.username).await;
     let token_bearing = [
-        ("registration", host.send_json("POST", "/api/users", None, &new_user_body()).await),
-        ("login", host.send_json("POST", "/api/users/login", None, &login_body(&ann.username)).await),
-        ("refresh", host.send_json("POST", "/api/users/refresh", None, &json!({"refreshToken": refresh_token})).await),
+        (
+            "registration",
+            host.send_json("POST", "/api/users", None, &new_user_body()).await,
+        ),
+        (
+            "login",
+            host.send_json("POST", "/api/users/login", None, &login_body(&ann.username))
+                .await,
+        ),
+        (
+            "refresh",
+            host.send_json("POST", "/api/users/refresh", None, &json!({"refreshToken": refresh_token}))
+                .await,
+        ),
     ];
     for (label, reply) in &token_bearing {
         assert!(reply.status < 300, "{label}: {}", reply.text());
-        assert_eq!(reply.header("cache-control"), Some("no-store"), "{label}: a reply with a token is not stored");
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("no-store"),
+            "{label}: a reply with a token is not stored"
+        );
     }
 
     // CORS: only the exact listed origin, on success and on errors, in every component.
@@ -204,12 +293,30 @@ async fn every_response_hardened() {
             let preflight_headers = [("origin", origin), ("access-control-request-method", "DELETE")];
             let preflight = host.request("OPTIONS", path, &preflight_headers, "").await;
 
-            assert_eq!(reply.header("access-control-allow-origin"), expected, "{path} from {origin} ({})", reply.status);
+            assert_eq!(
+                reply.header("access-control-allow-origin"),
+                expected,
+                "{path} from {origin} ({})",
+                reply.status
+            );
             assert_eq!(reply.header("access-control-allow-credentials"), None, "{path} from {origin}");
-            assert_eq!(preflight.header("access-control-allow-origin"), expected, "preflight of {path} from {origin}");
+            assert_eq!(
+                preflight.header("access-control-allow-origin"),
+                expected,
+                "preflight of {path} from {origin}"
+            );
             if expected.is_none() {
-                assert_eq!(preflight.status, 405, "preflight of {path} from {origin}: {}", preflight.text());
-                assert_eq!(preflight.header("access-control-allow-methods"), None, "preflight of {path} from {origin}");
+                assert_eq!(
+                    preflight.status,
+                    405,
+                    "preflight of {path} from {origin}: {}",
+                    preflight.text()
+                );
+                assert_eq!(
+                    preflight.header("access-control-allow-methods"),
+                    None,
+                    "preflight of {path} from {origin}"
+                );
             }
         }
     }
@@ -242,19 +349,31 @@ struct UserClaims {
 /// for a host whose database is down and cannot issue one.
 fn signed_token() -> String {
     let seed_hex = test_env_value("SPIN_VARIABLE_USER_TOKEN_KEY");
-    let seed: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let seed: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
     let pair = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::from_slice(&seed).unwrap());
     let key = Ed25519KeyPair::from_bytes(&pair[..]).unwrap();
-    let claims = Claims::with_custom_claims(UserClaims { ver: 1, roles: vec!["user".into()] }, Duration::from_hours(1))
-        .with_issuer("conduit")
-        .with_audience("conduit-api")
-        .with_subject("00000000-0000-7000-8000-000000000000");
+    let claims = Claims::with_custom_claims(
+        UserClaims {
+            ver: 1,
+            roles: vec!["user".into()],
+        },
+        Duration::from_hours(1),
+    )
+    .with_issuer("conduit")
+    .with_audience("conduit-api")
+    .with_subject("00000000-0000-7000-8000-000000000000");
     key.sign(claims).unwrap()
 }
 
 #[tokio::test]
 async fn failures_leak_no_internals() {
-    let user = TestUser { id: String::new(), username: unique_name("leak"), token: signed_token() };
+    let user = TestUser {
+        id: String::new(),
+        username: unique_name("leak"),
+        token: signed_token(),
+    };
 
     // Every database password is wrong, so MariaDB rejects each login with a
     // message that names the user and host. Payments' currency list names no
@@ -267,7 +386,11 @@ async fn failures_leak_no_internals() {
     let json_type = "application/json";
     let form = Some("application/x-www-form-urlencoded");
     let unavailable = [
-        with_body(case("login", "POST", "/api/users/login", false, 503), json_type, login_body(&user.username).to_string()),
+        with_body(
+            case("login", "POST", "/api/users/login", false, 503),
+            json_type,
+            login_body(&user.username).to_string(),
+        ),
         case("current user", "GET", "/api/user", true, 503),
         case("profile", "GET", format!("/api/profiles/{}", user.username), false, 503),
         case("article list", "GET", "/api/articles", false, 503),
@@ -297,8 +420,17 @@ async fn failures_leak_no_internals() {
         };
 
         assert_eq!(reply.status, case.status, "{label}: {}", reply.text());
-        assert_eq!(reply.json(), json!({"errors": {"body": [expected]}}), "{label}: only a generic message");
-        assert_eq!(leaked_markers(&reply.text()), Vec::<String>::new(), "{label}: {}", reply.text());
+        assert_eq!(
+            reply.json(),
+            json!({"errors": {"body": [expected]}}),
+            "{label}: only a generic message"
+        );
+        assert_eq!(
+            leaked_markers(&reply.text()),
+            Vec::<String>::new(),
+            "{label}: {}",
+            reply.text()
+        );
         if case.status == 503 {
             assert_eq!(reply.header("retry-after"), Some("2"), "{label}");
         } else {
@@ -325,16 +457,30 @@ fn ingress_serves_https_only() {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|line| !line.starts_with('#')).collect();
     let annotation = |name: &str| {
         let prefix = format!("nginx.ingress.kubernetes.io/{name}:");
-        lines.iter().find_map(|line| line.strip_prefix(prefix.as_str())).map(|value| value.trim().trim_matches('"').to_string())
+        lines
+            .iter()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(|value| value.trim().trim_matches('"').to_string())
     };
 
-    assert_eq!(annotation("ssl-redirect").as_deref(), Some("true"), "plain HTTP is redirected");
+    assert_eq!(
+        annotation("ssl-redirect").as_deref(),
+        Some("true"),
+        "plain HTTP is redirected"
+    );
     assert_eq!(
         annotation("force-ssl-redirect").as_deref(),
         Some("true"),
         "the redirect does not depend on the controller's default"
     );
-    assert_eq!(annotation("ssl-protocols").as_deref(), Some("TLSv1.2 TLSv1.3"), "no TLS before 1.2");
+    assert_eq!(
+        annotation("ssl-protocols").as_deref(),
+        Some("TLSv1.2 TLSv1.3"),
+        "no TLS before 1.2"
+    );
     assert!(lines.contains(&"tls:"), "the ingress terminates TLS");
-    assert!(lines.iter().any(|line| line.starts_with("secretName:")), "the certificate comes from a Secret");
+    assert!(
+        lines.iter().any(|line| line.starts_with("secretName:")),
+        "the certificate comes from a Secret"
+    );
 }

@@ -43,11 +43,15 @@ const DOCUMENTED_ROUTES: [(&str, &str); 25] = [
 fn manifest_routes() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
     let manifest: toml::Table = toml::from_str(&text).unwrap();
-    let triggers = manifest["trigger"]["http"].as_array().expect("spin.toml has [[trigger.http]] entries");
+    let triggers = manifest["trigger"]["http"]
+        .as_array()
+        .expect("spin.toml has [[trigger.http]] entries");
     let mut routes: Vec<(String, String)> = triggers
         .iter()
         .map(|trigger| {
-            let route = trigger["route"].as_str().unwrap_or_else(|| panic!("a trigger without a string route: {trigger}"));
+            let route = trigger["route"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a trigger without a string route: {trigger}"));
             (route.to_string(), trigger["component"].as_str().unwrap().to_string())
         })
         .collect();
@@ -68,7 +72,10 @@ fn readme_table() -> Vec<(String, Vec<String>)> {
         .map(|row| {
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();
             let component = cells[1].trim_matches('`').to_string();
-            let patterns = cells[3].split(", ").map(|pattern| pattern.trim_matches('`').to_string()).collect();
+            let patterns = cells[3]
+                .split(", ")
+                .map(|pattern| pattern.trim_matches('`').to_string())
+                .collect();
             (component, patterns)
         })
         .collect()
@@ -85,8 +92,10 @@ fn covers(pattern: &str, route: &str) -> bool {
 
 #[test]
 fn manifest_routes_are_documented() {
-    let mut documented: Vec<(String, String)> =
-        DOCUMENTED_ROUTES.iter().map(|(route, component)| (route.to_string(), component.to_string())).collect();
+    let mut documented: Vec<(String, String)> = DOCUMENTED_ROUTES
+        .iter()
+        .map(|(route, component)| (route.to_string(), component.to_string()))
+        .collect();
     documented.sort();
     let routes = manifest_routes();
     let table = readme_table();
@@ -94,7 +103,11 @@ fn manifest_routes_are_documented() {
     assert_eq!(routes, documented, "spin.toml's routes differ from the documented list");
     assert_eq!(table.len(), 4, "the README's table has a row per component: {table:?}");
     for (route, component) in &routes {
-        let patterns = table.iter().find(|(name, _)| name == component).map(|(_, patterns)| patterns.clone()).unwrap_or_default();
+        let patterns = table
+            .iter()
+            .find(|(name, _)| name == component)
+            .map(|(_, patterns)| patterns.clone())
+            .unwrap_or_default();
         let platform_routes = [format!("/health/{component}"), format!("/ops/{component}/dispatch")];
         let in_table = patterns.iter().any(|pattern| covers(pattern, route));
 
@@ -105,7 +118,9 @@ fn manifest_routes_are_documented() {
     }
     for (component, patterns) in &table {
         for pattern in patterns {
-            let used = routes.iter().any(|(route, owner)| owner == component && covers(pattern, route));
+            let used = routes
+                .iter()
+                .any(|(route, owner)| owner == component && covers(pattern, route));
             assert!(used, "the README's {pattern} of `{component}` matches no route in spin.toml");
         }
     }
@@ -125,7 +140,11 @@ fn ingress_paths() -> IngressPaths {
     let text = std::fs::read_to_string(workspace_root().join("infra/kubernetes/ingress.yaml")).unwrap();
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|line| !line.starts_with('#')).collect();
     let values = |key: &str| -> Vec<String> {
-        lines.iter().filter_map(|line| line.strip_prefix(key)).map(|value| value.trim().trim_matches('"').to_string()).collect()
+        lines
+            .iter()
+            .filter_map(|line| line.strip_prefix(key))
+            .map(|value| value.trim().trim_matches('"').to_string())
+            .collect()
     };
     IngressPaths {
         paths: values("- path:"),
@@ -142,13 +161,26 @@ fn ingress_forwards_api_and_health_only() {
 
     assert_eq!(ingress.paths, ["/api/", "/health/"], "the ingress's paths");
     assert_eq!(ingress.path_types, ["Prefix", "Prefix"], "both paths are prefixes");
-    assert!(!ingress.has_default_backend, "a default backend would forward every other path");
-    assert!(ingress.names.iter().all(|name| name == "conduit"), "every backend is the app's service: {:?}", ingress.names);
+    assert!(
+        !ingress.has_default_backend,
+        "a default backend would forward every other path"
+    );
+    assert!(
+        ingress.names.iter().all(|name| name == "conduit"),
+        "every backend is the app's service: {:?}",
+        ingress.names
+    );
     for (route, component) in manifest_routes() {
         let expected = !route.starts_with("/ops/");
         assert_eq!(forwarded(&route), expected, "{route} of `{component}` forwarded from outside");
     }
-    for unrouted in ["/internal/profiles/resync", "/ops/payments/dispatch", "/.well-known/spin/info", "/metrics", "/debug"] {
+    for unrouted in [
+        "/internal/profiles/resync",
+        "/ops/payments/dispatch",
+        "/.well-known/spin/info",
+        "/metrics",
+        "/debug",
+    ] {
         assert!(!forwarded(unrouted), "{unrouted} is forwarded from outside");
     }
 }
@@ -217,10 +249,17 @@ async fn live_routes_match_inventory() {
         let health = host.get(&format!("/health/{component}")).await;
         let dispatch = host.request("POST", &format!("/ops/{component}/dispatch"), &[], "").await;
         let webhook_form = [("content-type", "application/x-www-form-urlencoded")];
-        let webhook = host.request("POST", "/api/payments/webhooks/provider", &webhook_form, "id=tr_unknown0000").await;
+        let webhook = host
+            .request("POST", "/api/payments/webhooks/provider", &webhook_form, "id=tr_unknown0000")
+            .await;
 
         assert_eq!(health.status, 200, "/health/{component}: {}", health.text());
-        assert_eq!(dispatch.status, 401, "/ops/{component}/dispatch without the scheduler token: {}", dispatch.text());
+        assert_eq!(
+            dispatch.status,
+            401,
+            "/ops/{component}/dispatch without the scheduler token: {}",
+            dispatch.text()
+        );
         assert_eq!(webhook.status, 200, "the provider's webhook: {}", webhook.text());
     }
 

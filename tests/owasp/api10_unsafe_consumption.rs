@@ -5,6 +5,7 @@
 //! the redirect or stores or returns the provider's text.
 //! Also covered: tests/payments.rs `provider_outage_gets_retryable_503`, `key_in_flight_gets_409`, `webhook_body_fields_are_ignored`, `provider_outage_at_refund_gets_503`; tests/notifications.rs `failed_emails_retry_then_give_up`.
 
+use crate::common::eur_balance;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,14 +20,6 @@ use serde_json::{Value, json};
 /// Text that the scripted providers put into their replies. It must never
 /// reach a client, a log line or a database row.
 const MARKER: &str = "provider-says-7c1e";
-
-/// Serialises this module's email test with the SSRF module's test, because
-/// each queues emails and runs notifications' dispatch, which sends every
-/// due email of the shared test schema through the host that runs it.
-pub(crate) async fn email_dispatch_lock() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
-}
 
 /// How long a trickled reply keeps sending, far beyond both providers' deadlines.
 const TRICKLE_FOR: Duration = Duration::from_secs(20);
@@ -44,14 +37,22 @@ struct Received {
 /// What the scripted provider sends back for one request.
 enum Behaviour {
     /// A complete response with this status, extra headers and body.
-    Respond { status: u16, headers: Vec<(&'static str, String)>, body: Vec<u8> },
+    Respond {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    },
     /// A 200 head announcing a long body, then one byte every 100 ms until
     /// the client goes away or [`TRICKLE_FOR`] passes.
     Trickle,
 }
 
 fn respond(status: u16, body: impl Into<Vec<u8>>) -> Behaviour {
-    Behaviour::Respond { status, headers: Vec::new(), body: body.into() }
+    Behaviour::Respond {
+        status,
+        headers: Vec::new(),
+        body: body.into(),
+    }
 }
 
 /// An HTTP/1.1 server on loopback that responds to each request as a script
@@ -131,7 +132,11 @@ fn serve_one(stream: TcpStream, script: &(dyn Fn(&Received) -> Behaviour + Send 
             chunked = value.trim().eq_ignore_ascii_case("chunked");
         }
     }
-    let body = if chunked { read_chunked(&mut reader) } else { read_exactly(&mut reader, content_length) };
+    let body = if chunked {
+        read_chunked(&mut reader)
+    } else {
+        read_exactly(&mut reader, content_length)
+    };
     let Some(body) = body else { return };
     let mut parts = request_line.split_whitespace();
     let request = Received {
@@ -144,7 +149,10 @@ fn serve_one(stream: TcpStream, script: &(dyn Fn(&Received) -> Behaviour + Send 
 
     match script(&request) {
         Behaviour::Respond { status, headers, body } => {
-            let mut head = format!("HTTP/1.1 {status} Scripted\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+            let mut head = format!(
+                "HTTP/1.1 {status} Scripted\r\ncontent-length: {}\r\nconnection: close\r\n",
+                body.len()
+            );
             head.push_str("content-type: application/json\r\n");
             for (name, value) in headers {
                 head.push_str(&format!("{name}: {value}\r\n"));
@@ -230,29 +238,57 @@ fn unique_provider_id() -> String {
 /// creation in one way each, with the status the client must get.
 fn creation_faults(tripwire_url: &str) -> Vec<(i64, &'static str, Behaviour, u16)> {
     let long_url = format!("https://pay.example/{}", "c".repeat(5000));
-    let moved = Behaviour::Respond { status: 307, headers: vec![("location", tripwire_url.to_string())], body: Vec::new() };
+    let moved = Behaviour::Respond {
+        status: 307,
+        headers: vec![("location", tripwire_url.to_string())],
+        body: Vec::new(),
+    };
     vec![
-        (1001, "malformed JSON", respond(201, r#"{"resource": "payment", "id": "tr_"#), 500),
+        (
+            1001,
+            "malformed JSON",
+            respond(201, r#"{"resource": "payment", "id": "tr_"#),
+            500,
+        ),
         (
             1002,
             "an unknown status",
-            respond(201, mollie_payment("tr_unknownstatus", "bogus", "10.02", "EUR", "https://pay.example/c").to_string()),
+            respond(
+                201,
+                mollie_payment("tr_unknownstatus", "bogus", "10.02", "EUR", "https://pay.example/c").to_string(),
+            ),
             500,
         ),
         (
             1003,
             "an id that is a path",
-            respond(201, mollie_payment("../../v2/methods", "open", "10.03", "EUR", "https://pay.example/c").to_string()),
+            respond(
+                201,
+                mollie_payment("../../v2/methods", "open", "10.03", "EUR", "https://pay.example/c").to_string(),
+            ),
             500,
         ),
         (1004, "a redirect elsewhere", moved, 500),
-        (1005, "a 418 with text", respond(418, json!({"status": 418, "title": MARKER, "detail": MARKER}).to_string()), 500),
-        (1006, "a 429", respond(429, json!({"status": 429, "detail": MARKER}).to_string()), 503),
+        (
+            1005,
+            "a 418 with text",
+            respond(418, json!({"status": 418, "title": MARKER, "detail": MARKER}).to_string()),
+            500,
+        ),
+        (
+            1006,
+            "a 429",
+            respond(429, json!({"status": 429, "detail": MARKER}).to_string()),
+            503,
+        ),
         (1007, "a reply that never ends", Behaviour::Trickle, 503),
         (
             1008,
             "a checkout URL too long to store",
-            respond(201, mollie_payment(&unique_provider_id(), "open", "10.08", "EUR", &long_url).to_string()),
+            respond(
+                201,
+                mollie_payment(&unique_provider_id(), "open", "10.08", "EUR", &long_url).to_string(),
+            ),
             500,
         ),
     ]
@@ -264,7 +300,10 @@ fn creation_faults(tripwire_url: &str) -> Vec<(i64, &'static str, Behaviour, u16
 fn settlement_reply(case: i64, id: &str, cents: i64) -> Behaviour {
     let value = format!("{}.{:02}", cents / 100, cents % 100);
     let paid = |value: &str, currency: &str| {
-        respond(200, mollie_payment(id, "paid", value, currency, "https://pay.example/c").to_string())
+        respond(
+            200,
+            mollie_payment(id, "paid", value, currency, "https://pay.example/c").to_string(),
+        )
     };
     match case {
         1 => paid("1.00", "EUR"),
@@ -274,7 +313,10 @@ fn settlement_reply(case: i64, id: &str, cents: i64) -> Behaviour {
         5 => paid(&format!("-{value}"), "EUR"),
         6 => paid(&value, "XTS"),
         7 => respond(200, format!("{{\"id\": \"{id}\", \"status\": \"paid\", \"amount\": ")),
-        8 => respond(200, mollie_payment("tr_someoneelse1", "paid", &value, "EUR", "https://pay.example/c").to_string()),
+        8 => respond(
+            200,
+            mollie_payment("tr_someoneelse1", "paid", &value, "EUR", "https://pay.example/c").to_string(),
+        ),
         9 => Behaviour::Trickle,
         _ => paid(&value, "EUR"),
     }
@@ -304,18 +346,27 @@ fn scripted_mollie(tripwire_url: String, run: String) -> ScriptedProvider {
     ScriptedProvider::start(move |request| {
         if request.method == "POST" && request.path == "/v2/payments" {
             let cents = requested_cents(&request.body);
-            if let Some((_, _, behaviour, _)) = creation_faults(&tripwire_url).into_iter().find(|(amount, ..)| *amount == cents) {
+            if let Some((_, _, behaviour, _)) = creation_faults(&tripwire_url)
+                .into_iter()
+                .find(|(amount, ..)| *amount == cents)
+            {
                 return behaviour;
             }
             let id = format!("tr_{}x{run}", cents - 2000);
             created.lock().unwrap().insert(id.clone(), cents);
             let value = format!("{}.{:02}", cents / 100, cents % 100);
-            return respond(201, mollie_payment(&id, "open", &value, "EUR", "https://pay.example/checkout").to_string());
+            return respond(
+                201,
+                mollie_payment(&id, "open", &value, "EUR", "https://pay.example/checkout").to_string(),
+            );
         }
         let id = request.path.strip_prefix("/v2/payments/").unwrap_or_default().to_string();
         match created.lock().unwrap().get(&id).copied() {
             Some(cents) => settlement_reply(cents - 2000, &id, cents),
-            None => respond(404, json!({"status": 404, "title": "Not Found", "detail": MARKER}).to_string()),
+            None => respond(
+                404,
+                json!({"status": 404, "title": "Not Found", "detail": MARKER}).to_string(),
+            ),
         }
     })
 }
@@ -324,22 +375,19 @@ fn scripted_mollie(tripwire_url: String, run: String) -> ScriptedProvider {
 async fn request_top_up(host: &Host, user: &TestUser, amount_minor: i64) -> Reply {
     let authorization = format!("Token {}", user.token);
     let key = unique_name("key");
-    let headers =
-        [("content-type", "application/json"), ("authorization", authorization.as_str()), ("idempotency-key", key.as_str())];
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", authorization.as_str()),
+        ("idempotency-key", key.as_str()),
+    ];
     let body = json!({"top_up": {"amount_minor": amount_minor, "currency": "EUR"}});
     host.request("POST", "/api/wallet/top-ups", &headers, body.to_string()).await
 }
 
-async fn eur_balance(host: &Host, user: &TestUser) -> i64 {
-    let reply = host.send("GET", "/api/wallet", Some(&user.token)).await;
-    assert_eq!(reply.status, 200, "reading the wallet failed: {}", reply.text());
-    let balances = reply.json()["wallet"]["balances"].clone();
-    let eur = balances.as_array().and_then(|list| list.iter().find(|balance| balance["currency"] == "EUR").cloned());
-    eur.and_then(|balance| balance["amount_minor"].as_i64()).unwrap_or_else(|| panic!("no EUR balance: {balances}"))
-}
-
 async fn payment_status(host: &Host, user: &TestUser, payment_id: &str) -> Value {
-    let reply = host.send("GET", &format!("/api/payments/{payment_id}"), Some(&user.token)).await;
+    let reply = host
+        .send("GET", &format!("/api/payments/{payment_id}"), Some(&user.token))
+        .await;
     reply.json()["payment"]["status"].clone()
 }
 
@@ -356,10 +404,20 @@ fn generic_body(reply: &Reply) -> Value {
 /// Returns the payments rows and stored idempotent replies of a user as text.
 async fn stored_payment_text(user_id: &str) -> String {
     let mut db = admin_db().await;
-    let rows: Vec<(String, Option<String>)> =
-        db.exec("SELECT status, checkout_url FROM conduit_test_payments.payments WHERE user_id = ?", (user_id,)).await.unwrap();
-    let replies: Vec<Option<String>> =
-        db.exec("SELECT response FROM conduit_test_payments.idempotency_keys WHERE user_id = ?", (user_id,)).await.unwrap();
+    let rows: Vec<(String, Option<String>)> = db
+        .exec(
+            "SELECT status, checkout_url FROM conduit_test_payments.payments WHERE user_id = ?",
+            (user_id,),
+        )
+        .await
+        .unwrap();
+    let replies: Vec<Option<String>> = db
+        .exec(
+            "SELECT response FROM conduit_test_payments.idempotency_keys WHERE user_id = ?",
+            (user_id,),
+        )
+        .await
+        .unwrap();
     db.disconnect().await.unwrap();
     format!("{rows:?} {replies:?}")
 }
@@ -380,12 +438,20 @@ async fn payment_provider_replies_are_checked() {
         let elapsed = started.elapsed();
 
         assert_eq!(reply.status, status, "creation with {fault}: {}", reply.text());
-        assert_eq!(reply.json(), generic_body(&reply), "creation with {fault}: the body is generic");
+        assert_eq!(
+            reply.json(),
+            generic_body(&reply),
+            "creation with {fault}: the body is generic"
+        );
         assert!(elapsed < Duration::from_secs(10), "creation with {fault} took {elapsed:?}");
         if status == 503 {
             assert_eq!(reply.header("retry-after"), Some("2"), "creation with {fault}");
         }
-        assert_eq!(eur_balance(&host, &payer).await, 0, "creation with {fault}: nothing is credited");
+        assert_eq!(
+            eur_balance(&host, &payer).await,
+            0,
+            "creation with {fault}: nothing is credited"
+        );
     }
 
     // The provider's webhook for each settlement case: no credit unless the
@@ -394,12 +460,19 @@ async fn payment_provider_replies_are_checked() {
     for (case, fault, status) in SETTLEMENT_CASES.iter().copied().chain([(CONTROL_CASE, "the control", 200)]) {
         let user = register_user(&host, "settle").await;
         let created = request_top_up(&host, &user, 2000 + case).await;
-        assert_eq!(created.status, 201, "case {fault}: the top-up was not created: {}", created.text());
+        assert_eq!(
+            created.status,
+            201,
+            "case {fault}: the top-up was not created: {}",
+            created.text()
+        );
         let payment_id = created.json()["top_up"]["id"].as_str().unwrap_or_default().to_string();
         let provider_id = format!("tr_{case}x{run}");
 
         let started = Instant::now();
-        let webhook = host.request("POST", "/api/payments/webhooks/provider", &form, format!("id={provider_id}")).await;
+        let webhook = host
+            .request("POST", "/api/payments/webhooks/provider", &form, format!("id={provider_id}"))
+            .await;
         let elapsed = started.elapsed();
         let balance = eur_balance(&host, &user).await;
         let payment = payment_status(&host, &user, &payment_id).await;
@@ -411,7 +484,11 @@ async fn payment_provider_replies_are_checked() {
             assert_eq!(payment, "paid", "the control");
         } else {
             if status >= 500 {
-                assert_eq!(webhook.json(), generic_body(&webhook), "webhook with {fault}: the body is generic");
+                assert_eq!(
+                    webhook.json(),
+                    generic_body(&webhook),
+                    "webhook with {fault}: the body is generic"
+                );
             }
             assert_eq!(balance, 0, "webhook with {fault}: nothing is credited");
             assert_eq!(payment, "pending", "webhook with {fault}: the top-up stays pending");
@@ -419,11 +496,19 @@ async fn payment_provider_replies_are_checked() {
     }
 
     let stored = stored_payment_text(&payer.id).await;
-    let fetched: Vec<Received> = provider.received().into_iter().filter(|request| request.method == "GET").collect();
+    let fetched: Vec<Received> = provider
+        .received()
+        .into_iter()
+        .filter(|request| request.method == "GET")
+        .collect();
     assert!(!stored.contains(MARKER), "the provider's text was stored: {stored}");
     assert!(!host.all_output().contains(MARKER), "the provider's text reached a log");
     assert_eq!(tripwire.connections(), 0, "payments followed the provider's redirect");
-    assert_eq!(fetched.len(), SETTLEMENT_CASES.len() + 1, "one fetch per webhook: {fetched:?}");
+    assert_eq!(
+        fetched.len(),
+        SETTLEMENT_CASES.len() + 1,
+        "one fetch per webhook: {fetched:?}"
+    );
 }
 
 /// Starts the app with a payment provider that returns `reply` for every
@@ -438,14 +523,24 @@ async fn top_up_against(reply: Vec<u8>) -> (Host, Reply, TestUser) {
 
 #[tokio::test]
 async fn checkout_url_must_be_https() {
-    let payment = mollie_payment(&unique_provider_id(), "open", "10.00", "EUR", "javascript:alert(document.cookie)");
+    let payment = mollie_payment(
+        &unique_provider_id(),
+        "open",
+        "10.00",
+        "EUR",
+        "javascript:alert(document.cookie)",
+    );
 
     let (_host, reply, user) = top_up_against(payment.to_string().into_bytes()).await;
     let stored = stored_payment_text(&user.id).await;
 
     assert_eq!(reply.status, 500, "a checkout URL that is not https: {}", reply.text());
     assert_eq!(reply.json(), generic_body(&reply), "the body is generic");
-    assert!(!reply.text().contains("javascript:"), "the URL reached the client: {}", reply.text());
+    assert!(
+        !reply.text().contains("javascript:"),
+        "the URL reached the client: {}",
+        reply.text()
+    );
     assert!(!stored.contains("javascript:"), "the URL was stored: {stored}");
 }
 
@@ -485,7 +580,12 @@ async fn verification_emails(address: &str) -> Vec<EmailRow> {
         .unwrap();
     db.disconnect().await.unwrap();
     rows.into_iter()
-        .map(|(status, attempts, last_error, provider_message_id)| EmailRow { status, attempts, last_error, provider_message_id })
+        .map(|(status, attempts, last_error, provider_message_id)| EmailRow {
+            status,
+            attempts,
+            last_error,
+            provider_message_id,
+        })
         .collect()
 }
 
@@ -509,7 +609,12 @@ fn email_cases() -> [EmailCase; 6] {
         },
         EmailCase {
             label: "a 5000-character message id",
-            reply: |_, _| respond(201, json!({"messageId": format!("<{}@{MARKER}>", "x".repeat(5000))}).to_string()),
+            reply: |_, _| {
+                respond(
+                    201,
+                    json!({"messageId": format!("<{}@{MARKER}>", "x".repeat(5000))}).to_string(),
+                )
+            },
             status: "sent",
             last_error: None,
         },
@@ -526,7 +631,12 @@ fn email_cases() -> [EmailCase; 6] {
         },
         EmailCase {
             label: "a refusal whose code is not an identifier",
-            reply: |_, _| respond(400, json!({"code": format!("<b>{MARKER}</b>"), "message": MARKER}).to_string()),
+            reply: |_, _| {
+                respond(
+                    400,
+                    json!({"code": format!("<b>{MARKER}</b>"), "message": MARKER}).to_string(),
+                )
+            },
             status: "failed",
             last_error: Some("status 400"),
         },
@@ -551,7 +661,7 @@ fn email_cases() -> [EmailCase; 6] {
 
 #[tokio::test]
 async fn email_provider_replies_are_checked() {
-    let _serial = email_dispatch_lock().await;
+    let _serial = crate::common::email_dispatch_lock().await;
     let tripwire = Tripwire::start();
     let tripwire_url = tripwire.url();
     // Recipient address to case index, filled once the users exist.
@@ -565,7 +675,10 @@ async fn email_provider_replies_are_checked() {
             // schema, so another test's email can arrive here, and a test in
             // another module can send this test's emails. Strangers' emails
             // stay pending for a later attempt.
-            None => respond(503, json!({"code": "service_unavailable", "message": "not a recipient of this test"}).to_string()),
+            None => respond(
+                503,
+                json!({"code": "service_unavailable", "message": "not a recipient of this test"}).to_string(),
+            ),
         }
     });
     let options = app_options().env("SPIN_VARIABLE_EMAIL_PROVIDER_URL", provider.base_url());
@@ -577,7 +690,12 @@ async fn email_provider_replies_are_checked() {
         let address = email_of(&user.username);
         recipients.lock().unwrap().insert(address.clone(), index);
         let requested = host.send("POST", "/api/user/email-verification", Some(&user.token)).await;
-        assert_eq!(requested.status, 202, "requesting a verification link failed: {}", requested.text());
+        assert_eq!(
+            requested.status,
+            202,
+            "requesting a verification link failed: {}",
+            requested.text()
+        );
         addresses.push(address);
     }
 
@@ -600,7 +718,10 @@ async fn email_provider_replies_are_checked() {
         assert_eq!(row.attempts, 1, "{label}: {row:?}");
         assert_eq!(row.last_error.as_deref(), case.last_error, "{label}: {row:?}");
         let message_id = row.provider_message_id.clone().unwrap_or_default();
-        assert!(message_id.chars().count() <= 200, "{label}: the stored message id is cut to 200 characters");
+        assert!(
+            message_id.chars().count() <= 200,
+            "{label}: the stored message id is cut to 200 characters"
+        );
         assert!(!message_id.contains(MARKER), "{label}: {message_id}");
     }
     let received: Vec<Received> = provider

@@ -1,6 +1,8 @@
 //! The OWASP API Security Top 10 (2023), one module per category, each
 //! proving through the real components that a protection holds.
 
+mod common;
+
 mod api01_object_level_authorization;
 mod api02_authentication;
 mod api03_property_level_authorization;
