@@ -765,7 +765,7 @@ async fn cors_answers_listed_origins_only() {
     assert_eq!(other.header("access-control-allow-origin"), None);
     assert_eq!(read.status, 200, "{}", read.text());
     assert_eq!(read.header("access-control-allow-origin"), Some("http://localhost:4200"));
-    assert_eq!(read.header("access-control-expose-headers"), Some("x-request-id, retry-after"));
+    assert_eq!(read.header("access-control-expose-headers"), Some("x-request-id, retry-after, ratelimit, ratelimit-policy"));
     assert_eq!(read_elsewhere.status, 200);
     assert_eq!(read_elsewhere.header("access-control-allow-origin"), None, "other origins get no CORS headers");
 }

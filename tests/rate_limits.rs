@@ -91,6 +91,8 @@ async fn writes_are_limited_per_user() {
     }
     let third = host.send_json("PUT", "/api/user", Some(&ann.token), &bio("three")).await;
     assert_limited(&third, "user-writes", 60);
+    let policy = third.header("ratelimit-policy").unwrap_or_default();
+    assert!(policy.contains("\"address\";"), "the address rule is listed beside the user's: {policy}");
     // From another address, as far as the header goes: still the same user.
     let elsewhere = host
         .request(

@@ -86,7 +86,7 @@ pub fn finish(response: &mut Response, origin: Option<HeaderValue>) {
     headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     if let Some(origin) = origin {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-request-id, retry-after"));
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-request-id, retry-after, ratelimit, ratelimit-policy"));
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
 }

@@ -89,8 +89,17 @@ impl Ctx {
     }
 
     /// Adds a header to this request's response, error responses included.
+    /// A name added again gets the new value appended after a comma, as
+    /// list-valued headers such as `RateLimit` combine.
     pub fn add_response_header(&self, name: &'static str, value: String) {
-        self.extra_headers.borrow_mut().push((name, value));
+        let mut headers = self.extra_headers.borrow_mut();
+        match headers.iter_mut().find(|(existing, _)| *existing == name) {
+            Some((_, combined)) => {
+                combined.push_str(", ");
+                combined.push_str(&value);
+            }
+            None => headers.push((name, value)),
+        }
     }
 
     /// Names the route pattern being served, for the log line.

@@ -346,8 +346,10 @@ impl Changes {
         let password = fields.optional_string("password");
         let bio = fields.optional_string("bio");
         let image = fields.optional_string("image");
-        // Clients often send back the whole user object they were given, token included.
-        fields.reject_unknown(&["username", "email", "password", "bio", "image", "token"]);
+        // Clients often send back the whole user object they were given, so
+        // its read-only fields (`token`, `emailVerified`, `refreshToken`) are
+        // accepted and ignored.
+        fields.reject_unknown(&["username", "email", "password", "bio", "image", "token", "emailVerified", "refreshToken"]);
         let mut errors = std::mem::take(&mut fields.errors);
 
         let mut required = |field: &str, value: Update<String>, problem: fn(&str) -> Option<String>| match value {
