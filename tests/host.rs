@@ -5,24 +5,13 @@
 use std::time::{Duration, Instant};
 
 use conduit_tests::{
-    Host, HostOptions, LoopbackServer, Reply, app_options, scratch_dir, unique, wasm_path, with_and_without_reuse,
-    workspace_root,
+    Host, HostOptions, LoopbackServer, Reply, app_options, fixture_options, scratch_dir, unique, wasm_path, with_and_without_reuse,
 };
 use mysql_async::prelude::Queryable;
 use serde_json::{Value, json};
 
 const API_TOKEN: &str = "fixture-api-token-5b1c9e";
 const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306";
-
-fn fixture(loopback_port: u16) -> HostOptions {
-    let dir = workspace_root().join("tests/fixture");
-    let mut options = HostOptions::new(dir.join("spin.toml"))
-        .env("SPIN_VARIABLE_LOOPBACK_PORT", loopback_port.to_string())
-        .env("SPIN_VARIABLE_API_TOKEN", API_TOKEN)
-        .arg("--quiet-component-output");
-    options.runtime_config = Some(dir.join("runtime-config.toml"));
-    options
-}
 
 /// Returns every value of `name` in an echoed header list, in received order.
 fn all_headers(echo: &Value, name: &str) -> Vec<String> {
@@ -42,7 +31,7 @@ fn last_header(echo: &Value, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_follow_spin_precedence() {
-    with_and_without_reuse(fixture(1), |host, _| async move {
+    with_and_without_reuse(fixture_options(1, API_TOKEN), |host, _| async move {
         let cases = [
             ("/echo/exact", "exact"),
             ("/echo/other", "echo"),
@@ -66,7 +55,7 @@ async fn routes_follow_spin_precedence() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spin_headers_follow_client_headers() {
-    with_and_without_reuse(fixture(1), |host, _| async move {
+    with_and_without_reuse(fixture_options(1, API_TOKEN), |host, _| async move {
         let reply = host
             .request("GET", "/users/42/items/7?q=1", &[("x-client", "yes")], "")
             .await;
@@ -93,7 +82,7 @@ async fn spin_headers_follow_client_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_spin_header_not_last() {
-    with_and_without_reuse(fixture(1), |host, _| async move {
+    with_and_without_reuse(fixture_options(1, API_TOKEN), |host, _| async move {
         let forged = [
             ("spin-client-addr", "10.9.8.7:1234"),
             ("spin-path-info", "/forged"),
@@ -112,7 +101,7 @@ async fn forged_spin_header_not_last() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn key_value_round_trips_both_backends() {
-    with_and_without_reuse(fixture(1), |host, reuse| async move {
+    with_and_without_reuse(fixture_options(1, API_TOKEN), |host, reuse| async move {
         for label in ["default", "cache"] {
             let key = unique(&format!("round-trip-{reuse}"));
             let path = format!("/work/kv/{label}/{key}");
@@ -130,7 +119,7 @@ async fn key_value_round_trips_both_backends() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn get_keys_lists_each_store() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
     let prefix = unique("keys");
 
     for label in ["default", "cache"] {
@@ -155,7 +144,7 @@ async fn unreachable_redis_fails_fast() {
     let config = dir.join("runtime-config.toml");
     let closed_port = conduit_tests::free_port();
     std::fs::write(&config, format!("[key_value_store.cache]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{closed_port}/0\"\n")).unwrap();
-    let mut options = fixture(1);
+    let mut options = fixture_options(1, API_TOKEN);
     options.runtime_config = Some(config);
     let host = Host::start(options);
 
@@ -178,7 +167,7 @@ async fn tls_serves_https_with_the_given_certificate() {
     std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
     let host = Host::start(
-        fixture(1)
+        fixture_options(1, API_TOKEN)
             .arg("--tls-cert")
             .arg(dir.join("cert.pem").display().to_string())
             .arg("--tls-key")
@@ -216,7 +205,7 @@ async fn plain_http_get(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_the_host_cleanly() {
-    let mut host = Host::start(fixture(1));
+    let mut host = Host::start(fixture_options(1, API_TOKEN));
     assert_eq!(host.get("/echo/x").await.status, 200);
 
     let status = host.terminate();
@@ -228,7 +217,7 @@ async fn sigterm_stops_the_host_cleanly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn undeclared_store_access_denied() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     let reply = host.get("/work/kv/elsewhere/key").await;
 
@@ -238,7 +227,7 @@ async fn undeclared_store_access_denied() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_increments_lose_nothing() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
     for label in ["default", "cache"] {
         let path = format!("/work/kv-increment/{label}/{}?delta=1", unique("counter"));
         let requests = (0..24).map(|_| host.request("POST", &path, &[], ""));
@@ -261,7 +250,7 @@ async fn shared_kv(host: &Host, target: &str, body: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_kv_expires_and_counts_calls() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
     for label in ["default", "cache"] {
         let (fresh, short, counter) = (unique("fresh"), unique("short"), unique("counter"));
 
@@ -296,7 +285,7 @@ async fn shared_kv_expires_and_counts_calls() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn compare_and_swap_fails_after_interference() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     for label in ["default", "cache"] {
         let key = unique("cas");
@@ -353,7 +342,7 @@ async fn mysql_converts_values_like_spin() {
     let table = format!("host_fixture.values_{}", std::process::id());
     let address = format!("{MYSQL_ADMIN}/host_fixture");
 
-    with_and_without_reuse(fixture(1), |host, reuse| {
+    with_and_without_reuse(fixture_options(1, API_TOKEN), |host, reuse| {
         let (table, address) = (format!("{table}_{reuse}"), address.clone());
         async move {
             let mut admin = admin_connection().await;
@@ -408,7 +397,7 @@ async fn mysql_streams_many_rows() {
     let _mysql = mysql_tests_one_at_a_time().await;
     let mut admin = admin_connection().await;
     admin.query_drop("CREATE DATABASE IF NOT EXISTS host_fixture").await.unwrap();
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     let results = mysql(&host, &format!("{MYSQL_ADMIN}/host_fixture"), json!([
         {"kind": "query", "sql": "SELECT seq, REPEAT('x', 100) AS filler FROM seq_1_to_5000", "params": []},
@@ -424,7 +413,7 @@ async fn mysql_streams_many_rows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_address_outside_allow_list_rejected() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     for address in ["mysql://root@127.0.0.2:3306/db", "mysql://root@127.0.0.1:3307/db", "mysql://root@localhost:3306/db"] {
         let reply = mysql(&host, address, json!([])).await;
@@ -439,7 +428,7 @@ async fn mysql_address_outside_allow_list_rejected() {
 async fn outbound_http_allowed_hosts_only() {
     let server = LoopbackServer::start();
     let other = LoopbackServer::start();
-    with_and_without_reuse(fixture(server.port), |host, _| {
+    with_and_without_reuse(fixture_options(server.port, API_TOKEN), |host, _| {
         let (allowed, denied) = (server.port, other.port);
         let requests = server.requests.clone();
         async move {
@@ -466,7 +455,7 @@ async fn outbound_http_allowed_hosts_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn service_chaining_reaches_private_component() {
-    with_and_without_reuse(fixture(1), |host, _| async move {
+    with_and_without_reuse(fixture_options(1, API_TOKEN), |host, _| async move {
         let reply = host
             .request("POST", "/work/outbound", &[], "http://hidden.spin.internal/deep/path?x=1")
             .await
@@ -489,7 +478,7 @@ async fn service_chaining_reaches_private_component() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn self_requests_reach_the_app() {
-    with_and_without_reuse(fixture(1), |host, _| async move {
+    with_and_without_reuse(fixture_options(1, API_TOKEN), |host, _| async move {
         let alt = host.request("POST", "/work/outbound", &[], "http://self.alt/echo/alt").await.json();
         let relative = host.request("POST", "/work/outbound", &[], "/echo/relative").await.json();
 
@@ -507,7 +496,7 @@ async fn self_requests_reach_the_app() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runaway_loop_gets_500() {
-    let options = fixture(1).arg("--request-timeout").arg("1s");
+    let options = fixture_options(1, API_TOKEN).arg("--request-timeout").arg("1s");
     with_and_without_reuse(options, |host, _| async move {
         let host = std::sync::Arc::new(host);
         let started = Instant::now();
@@ -532,7 +521,7 @@ async fn runaway_loop_gets_500() {
 #[tokio::test(flavor = "multi_thread")]
 async fn body_cut_by_timeout_is_not_complete() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = Host::start(fixture(1).arg("--request-timeout").arg("1s"));
+    let host = Host::start(fixture_options(1, API_TOKEN).arg("--request-timeout").arg("1s"));
 
     let mut tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
     tcp.write_all(b"GET /work/stream?chunks=30&ms=200 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
@@ -550,7 +539,7 @@ async fn body_cut_by_timeout_is_not_complete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streamed_body_arrives_whole() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     let reply = host.get("/work/stream?chunks=5&ms=20").await;
 
@@ -560,7 +549,7 @@ async fn streamed_body_arrives_whole() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_hog_gets_500() {
-    let options = fixture(1).arg("--max-instance-memory-mib").arg("64");
+    let options = fixture_options(1, API_TOKEN).arg("--max-instance-memory-mib").arg("64");
     with_and_without_reuse(options, |host, _| async move {
         let hog = host.get("/work/hog").await;
         let after = host.get("/work/sleep?ms=1").await;
@@ -573,7 +562,7 @@ async fn memory_hog_gets_500() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_stay_isolated() {
-    with_and_without_reuse(fixture(1), |host, reuse| async move {
+    with_and_without_reuse(fixture_options(1, API_TOKEN), |host, reuse| async move {
         let warm = host.get("/work/sleep?ms=1").await.json();
 
         // The second request starts once the first is awaiting its sleep, the
@@ -604,7 +593,7 @@ async fn concurrent_requests_stay_isolated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_instances_are_dropped_after_timeout() {
-    let host = Host::start(fixture(1).arg("--idle-instance-timeout").arg("300ms"));
+    let host = Host::start(fixture_options(1, API_TOKEN).arg("--idle-instance-timeout").arg("300ms"));
 
     let first = host.get("/echo/a").await.json();
     let soon = host.get("/echo/b").await.json();
@@ -618,7 +607,7 @@ async fn idle_instances_are_dropped_after_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn instances_serve_at_most_the_reuse_count() {
-    let host = Host::start(fixture(1).arg("--max-instance-reuse-count").arg("3"));
+    let host = Host::start(fixture_options(1, API_TOKEN).arg("--max-instance-reuse-count").arg("3"));
 
     let mut instances = Vec::new();
     for _ in 0..7 {
@@ -635,7 +624,7 @@ async fn instances_serve_at_most_the_reuse_count() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_reuse_count_caps_overlap() {
-    let host = Host::start(fixture(1).arg("--max-instance-concurrent-reuse-count").arg("1"));
+    let host = Host::start(fixture_options(1, API_TOKEN).arg("--max-instance-concurrent-reuse-count").arg("1"));
     host.get("/work/sleep?ms=1").await;
 
     let (a, b) = tokio::join!(host.get("/work/sleep?ms=400"), host.get("/work/sleep?ms=400"));
@@ -645,7 +634,7 @@ async fn concurrent_reuse_count_caps_overlap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_log_names_instance() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     let first = host.get("/echo/a").await.json();
     let second = host.get("/echo/b").await.json();
@@ -664,7 +653,7 @@ async fn request_log_names_instance() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_switch_unavailable_and_hang() {
-    let mut options = fixture(1);
+    let mut options = fixture_options(1, API_TOKEN);
     options.faults = true;
     let host = std::sync::Arc::new(Host::start(options));
 
@@ -690,7 +679,7 @@ async fn fault_switch_unavailable_and_hang() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_switch_off_by_default() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     assert!(host.fault_addr.is_none());
     assert!(
@@ -701,7 +690,7 @@ async fn fault_switch_off_by_default() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn component_output_captured_per_component() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     assert_eq!(host.get("/work/log").await.status, 204);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -715,7 +704,7 @@ async fn component_output_captured_per_component() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn variables_resolve_and_report_errors() {
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     let greeting = host.get("/work/variable/greeting").await;
     let token = host.get("/work/variable/token").await;
@@ -820,7 +809,7 @@ async fn start_up_errors_name_the_cause() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fault_switch_only_binds_loopback() {
-    let options = fixture(1).arg("--test-fault-listen").arg("0.0.0.0:0");
+    let options = fixture_options(1, API_TOKEN).arg("--test-fault-listen").arg("0.0.0.0:0");
 
     let output = match Host::try_start(options) {
         Ok(_) => panic!("the fault switch listened on a non-loopback address"),
@@ -833,7 +822,7 @@ async fn fault_switch_only_binds_loopback() {
 #[tokio::test(flavor = "multi_thread")]
 async fn non_utf8_header_gets_400() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = Host::start(fixture(1));
+    let host = Host::start(fixture_options(1, API_TOKEN));
 
     let mut tcp = tokio::net::TcpStream::connect(host.addr).await.unwrap();
     tcp.write_all(b"GET /echo/x HTTP/1.1\r\nhost: localhost\r\nx-binary: \xff\xfe\r\nconnection: close\r\n\r\n")

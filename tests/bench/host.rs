@@ -4,22 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use conduit_tests::{Host, HostOptions, app_options, wasm_path, workspace_root};
+use conduit_tests::{Host, app_options, fixture_options, wasm_path};
 
 const WARM_UP: usize = 200;
 const SAMPLES: usize = 3_000;
 const CLIENTS: usize = 16;
 const REQUESTS_PER_CLIENT: usize = 300;
-
-fn fixture() -> HostOptions {
-    let dir = workspace_root().join("tests/fixture");
-    let mut options = HostOptions::new(dir.join("spin.toml"))
-        .env("SPIN_VARIABLE_LOOPBACK_PORT", "1")
-        .env("SPIN_VARIABLE_API_TOKEN", "bench")
-        .arg("--quiet-component-output");
-    options.runtime_config = Some(dir.join("runtime-config.toml"));
-    options
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -76,11 +66,11 @@ async fn main() {
     println!("start-up of spin.toml (4 components), spawn to ready, median of 5: {:.0} ms", startups[2].as_secs_f64() * 1e3);
 
     println!("GET /echo/x on one keep-alive connection, {SAMPLES} sequential requests after {WARM_UP} warm-up:");
-    let reuse_on = Host::start(fixture());
+    let reuse_on = Host::start(fixture_options(1, "bench"));
     let (on_median, on_p99) = latency(&reuse_on, "/echo/x").await;
     let on_rate = throughput(&reuse_on, "/echo/x").await;
     drop(reuse_on);
-    let reuse_off = Host::start(fixture().arg("--max-instance-reuse-count").arg("1"));
+    let reuse_off = Host::start(fixture_options(1, "bench").arg("--max-instance-reuse-count").arg("1"));
     let (off_median, off_p99) = latency(&reuse_off, "/echo/x").await;
     let off_rate = throughput(&reuse_off, "/echo/x").await;
     drop(reuse_off);

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use conduit_tests::{Host, HostOptions, TEST_PASSWORD, TestUser, app_options, email_of, register_user, workspace_root};
+use conduit_tests::{Host, TEST_PASSWORD, TestUser, app_options, email_of, fixture_options, register_user};
 use serde_json::json;
 
 /// OWASP's Argon2id settings of equal strength (memory in KiB, passes), all
@@ -37,16 +37,6 @@ fn median_and_p99(mut times: Vec<Duration>) -> (Duration, Duration) {
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
-fn fixture() -> HostOptions {
-    let dir = workspace_root().join("tests/fixture");
-    let mut options = HostOptions::new(dir.join("spin.toml"))
-        .env("SPIN_VARIABLE_LOOPBACK_PORT", "1")
-        .env("SPIN_VARIABLE_API_TOKEN", "bench")
-        .arg("--quiet-component-output");
-    options.runtime_config = Some(dir.join("runtime-config.toml"));
-    options
-}
-
 /// Times one native hash with the same inputs as the fixture's probe.
 fn native_hash(memory_kib: u32, passes: u32) -> Duration {
     use argon2::password_hash::{PasswordHasher, SaltString};
@@ -60,7 +50,7 @@ fn native_hash(memory_kib: u32, passes: u32) -> Duration {
 }
 
 async fn hash_times() {
-    let host = Host::start(fixture());
+    let host = Host::start(fixture_options(1, "bench"));
     println!("one Argon2id hash (1 lane), {HASH_SAMPLES} samples each after 2 warm-up hashes:");
     println!("  {:<22} {:>20} {:>20} {:>12}", "memory, passes", "Wasm median / p99", "native median", "Wasm/native");
     for (memory_kib, passes) in OWASP_SETTINGS {
@@ -93,7 +83,7 @@ async fn hash_bursts() {
     println!("{CLIENTS} concurrent hashes in Wasm, 5 bursts, a fresh host per setting (Spin's reuse defaults):");
     println!("  {:<22} {:>20} {:>22}", "memory, passes", "median / p99", "host peak growth");
     for (memory_kib, passes) in OWASP_SETTINGS {
-        let host = Host::start(fixture());
+        let host = Host::start(fixture_options(1, "bench"));
         assert_eq!(host.get("/work/log").await.status, 204);
         let before = peak_memory_mib(&host);
         let path = format!("/work/argon2?memory_kib={memory_kib}&passes={passes}");

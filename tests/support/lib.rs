@@ -373,6 +373,20 @@ pub fn app_options() -> HostOptions {
     test_app_options(workspace_root().join("spin.toml"))
 }
 
+/// Options that run the host's test application, `tests/fixture/spin.toml`,
+/// with its own runtime config and without component output on the console.
+/// `loopback_port` is where its outbound probe may connect; `api_token`
+/// fills its secret variable.
+pub fn fixture_options(loopback_port: u16, api_token: &str) -> HostOptions {
+    let dir = workspace_root().join("tests/fixture");
+    let mut options = HostOptions::new(dir.join("spin.toml"))
+        .env("SPIN_VARIABLE_LOOPBACK_PORT", loopback_port.to_string())
+        .env("SPIN_VARIABLE_API_TOKEN", api_token)
+        .arg("--quiet-component-output");
+    options.runtime_config = Some(dir.join("runtime-config.toml"));
+    options
+}
+
 /// Options that run `tests/fixture/events.toml`: the real profiles component
 /// with the test-only consumer of its events, scheduler off.
 pub fn events_options() -> HostOptions {
