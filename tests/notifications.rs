@@ -17,7 +17,8 @@ use std::collections::BTreeSet;
 use conduit_tests::fake_brevo::{FakeBrevo, RecordedRequest, SentEmail};
 use conduit_tests::fake_mollie::FakeMollie;
 use conduit_tests::{
-    Host, HostOptions, Reply, TestUser, admin_db, app_options, dispatch, email_of, register_user, unique_name,
+    Host, HostOptions, Reply, TestUser, admin_db, app_options, default_preferences, dispatch, email_of, fund_wallet,
+    post_with_new_key, register_user, unique_name,
 };
 use mysql_async::prelude::{FromRow, Queryable};
 use serde_json::{Value, json};
@@ -146,36 +147,6 @@ async fn unfavorite(host: &Host, slug: &str, user: &TestUser) {
     assert_eq!(reply.status, 200, "unfavorite failed: {}", reply.text());
 }
 
-/// Posts JSON as `user` with a new `Idempotency-Key`, as the payments routes require.
-async fn post_with_new_key(host: &Host, path: &str, user: &TestUser, body: &Value) -> Reply {
-    let authorization = format!("Token {}", user.token);
-    let key = unique_name("key");
-    let headers = [
-        ("content-type", "application/json"),
-        ("authorization", authorization.as_str()),
-        ("idempotency-key", key.as_str()),
-    ];
-    host.request("POST", path, &headers, body.to_string()).await
-}
-
-/// Tops up the user's wallet with `amount_minor` euro cents: creates the
-/// top-up, has the fake provider mark it paid and delivers its webhook.
-async fn fund_wallet(app: &App, user: &TestUser, amount_minor: i64) {
-    let body = json!({"top_up": {"amount_minor": amount_minor, "currency": "EUR"}});
-    let created = post_with_new_key(&app.host, "/api/wallet/top-ups", user, &body).await;
-    assert_eq!(created.status, 201, "the top-up request failed: {}", created.text());
-    let payment_id = created.json()["top_up"]["id"].clone();
-    let payments = app.mollie.payments();
-    let provider_payment = payments.iter().find(|payment| payment["metadata"]["payment_id"] == payment_id);
-    let provider_id = provider_payment
-        .and_then(|payment| payment["id"].as_str())
-        .unwrap_or_else(|| panic!("the provider has no payment for top-up {payment_id}: {payments:?}"));
-
-    app.mollie.set_payment_status(provider_id, "paid");
-    let webhook_status = app.mollie.send_webhook(provider_id).await;
-    assert_eq!(webhook_status, 200, "the webhook for the paid top-up got {webhook_status}");
-}
-
 /// Sends an EUR tip for the article `slug`. Panics unless the status is 201.
 async fn tip(host: &Host, sender: &TestUser, recipient: &TestUser, amount_minor: i64, slug: &str) {
     let fields = json!({
@@ -198,7 +169,7 @@ struct Interaction {
 /// recipient. Then the actor follows the recipient, comments on the article,
 /// favorites it and tips 250 cents for it, in that order.
 async fn interact(app: &App, actor: &TestUser, recipient: &TestUser) -> Interaction {
-    fund_wallet(app, actor, 1000).await;
+    fund_wallet(&app.host, &app.mollie, actor, 1000).await;
     let slug = publish(&app.host, recipient).await;
     follow(&app.host, actor, recipient).await;
     let comment_id = add_comment(&app.host, &slug, actor, "Well argued").await;
@@ -349,16 +320,6 @@ async fn set_preference(host: &Host, user: &TestUser, kind: &str, channel: &str,
     let body = json!({"preferences": { kind: { channel: enabled } }});
     let reply = put_preferences(host, user, &body).await;
     assert_eq!(reply.status, 200, "setting {kind}.{channel} failed: {}", reply.text());
-}
-
-fn default_preferences() -> Value {
-    json!({
-        "follow": {"in_app": true, "email": false},
-        "comment": {"in_app": true, "email": true},
-        "favorite": {"in_app": true, "email": false},
-        "tip": {"in_app": true, "email": true},
-        "top_up": {"in_app": true, "email": true},
-    })
 }
 
 /// Sends a one-click unsubscribe to `path` (path and query), as a mail client does.

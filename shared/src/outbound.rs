@@ -20,8 +20,8 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// The largest response body [`send`] reads. A provider's reply takes a few
-/// kilobytes, and the component holds the body in memory.
+/// Maximum size, in bytes, of a response body that [`send`] reads. A
+/// provider's reply takes a few kilobytes, and the body is kept in memory.
 pub const MAX_REPLY_BYTES: usize = 1 << 20;
 
 /// Sends `request` and reads the whole response within `deadline`.

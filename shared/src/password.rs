@@ -5,10 +5,10 @@
 //! with 1 pass to 7 MiB with 5 passes. In Wasm the 7 MiB one was the
 //! fastest: 28 ms against 33 ms for 19 MiB with 2 passes. Memory decided it,
 //! because every busy instance keeps the memory it grew to: 16 hashes at
-//! once grew the host by 116 MiB against 289 MiB (docs/benchmarks.md,
+//! once grew the host by 116 MiB against 308 MiB (docs/benchmarks.md,
 //! `cargo xtask bench`). The parameters are stored in each hash (PHC string
-//! format), so hashes made with other ones stay verifiable, and
-//! [`needs_rehash`] tells login to replace them.
+//! format), so hashes made with other ones stay verifiable, and login
+//! replaces a hash for which [`needs_rehash`] returns true.
 //! A hash never awaits, so the other requests of its instance wait while it runs.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};

@@ -16,7 +16,7 @@ use conduit_tests::{Host, TEST_PASSWORD, TestUser, app_options, email_of, fixtur
 use serde_json::json;
 
 /// OWASP's Argon2id settings of equal strength (memory in KiB, passes), all
-/// with one lane (Password Storage Cheat Sheet, 2023 revision onwards).
+/// with one lane, as its Password Storage Cheat Sheet lists them.
 const OWASP_SETTINGS: [(u32, u32); 5] = [(47_104, 1), (19_456, 2), (12_288, 3), (9_216, 4), (7_168, 5)];
 const HASH_SAMPLES: usize = 15;
 const CLIENTS: usize = 16;

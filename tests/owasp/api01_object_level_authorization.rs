@@ -6,7 +6,7 @@
 //! Also covered by: tests/payments.rs `foreign_and_unknown_payments_get_404` and `tip_visible_to_parties_and_admin`, tests/notifications.rs `mark_read_touches_own_items_only`, tests/feed.rs `non_authors_get_403`.
 
 use crate::common::{App, eur_balance, field_errors, post_with_new_key, query};
-use conduit_tests::{Host, Reply, TestUser, app_options, email_of, register_user, test_env_value, unique_name};
+use conduit_tests::{Host, Reply, TestUser, app_options, default_preferences, email_of, register_user, test_env_value, unique_name};
 use serde_json::{Value, json};
 
 /// A UUID that no payment or notification has.
@@ -14,8 +14,6 @@ const UNKNOWN_ID: &str = "00000000-0000-4000-8000-000000000000";
 
 const PREFERENCES_PATH: &str = "/api/notifications/preferences";
 const UNSUBSCRIBE_PATH: &str = "/api/notifications/unsubscribe";
-
-// ---- the application and its fake payment provider ----
 
 // ---- requests ----
 
@@ -83,16 +81,6 @@ async fn preferences(host: &Host, user: &TestUser) -> Value {
     let reply = host.send("GET", PREFERENCES_PATH, Some(&user.token)).await;
     assert_eq!(reply.status, 200, "reading the preferences failed: {}", reply.text());
     reply.json()["preferences"].clone()
-}
-
-fn default_preferences() -> Value {
-    json!({
-        "follow": {"in_app": true, "email": false},
-        "comment": {"in_app": true, "email": true},
-        "favorite": {"in_app": true, "email": false},
-        "tip": {"in_app": true, "email": true},
-        "top_up": {"in_app": true, "email": true},
-    })
 }
 
 /// Sends a one-click unsubscribe, as a mail client does, for `token`.

@@ -9,7 +9,8 @@ use crate::common::{App, eur_balance, field_errors, post_with_new_key, query};
 use std::collections::BTreeSet;
 
 use conduit_tests::{
-    Host, Reply, TEST_PASSWORD, TestUser, app_options, email_of, grant_admin, log_in, register_user, test_env, unique_name,
+    Host, Reply, TEST_PASSWORD, TestUser, app_options, email_of, grant_admin, log_in, register_user, settle_paid, test_env,
+    unique_name,
 };
 use serde_json::{Value, json};
 
@@ -23,26 +24,7 @@ fn beside_wrapper(wrapper: &str) -> String {
     format!("is not a known field (the body holds only `{wrapper}`)")
 }
 
-// ---- the application and its fake payment provider ----
-
 // ---- requests ----
-
-/// Has the fake provider mark the top-up of `top_up_reply` paid and delivers its webhook.
-async fn settle_paid(app: &App, top_up_reply: &Reply) {
-    assert_eq!(top_up_reply.status, 201, "the top-up request failed: {}", top_up_reply.text());
-    let payment_id = top_up_reply.json()["top_up"]["id"].clone();
-    let payments = app.mollie.payments();
-    let provider_payment = payments
-        .iter()
-        .find(|payment| payment["metadata"]["payment_id"] == payment_id);
-    let provider_id = provider_payment
-        .and_then(|payment| payment["id"].as_str())
-        .unwrap_or_else(|| panic!("the provider has no payment for top-up {payment_id}: {payments:?}"));
-
-    app.mollie.set_payment_status(provider_id, "paid");
-    let webhook_status = app.mollie.send_webhook(provider_id).await;
-    assert_eq!(webhook_status, 200, "the webhook for the paid top-up got {webhook_status}");
-}
 
 /// Returns the ids of the user's payment history, newest first.
 async fn history_ids(host: &Host, user: &TestUser) -> Vec<String> {
@@ -523,7 +505,7 @@ async fn responses_hide_private_fields() {
     let bob = register_user(host, "bob").await;
     let top_up_body = json!({"top_up": {"amount_minor": 1000, "currency": "EUR"}});
     let top_up = post_with_new_key(host, "/api/wallet/top-ups", &bob, &top_up_body).await;
-    settle_paid(&app, &top_up).await;
+    settle_paid(&app.mollie, &top_up).await;
     let article = valid_article(&format!("Exposed {}", unique_name("art")));
     let created = host
         .send_json("POST", "/api/articles", Some(&ann.token), &json!({ "article": article }))

@@ -18,8 +18,6 @@ const ADMIN_ROLE_NEEDED: &str = "this route needs the `admin` role";
 const NEEDS_AUTHORIZATION: &str = "this route needs an Authorization header";
 const INVALID_USER_TOKEN: &str = "the token is invalid";
 
-// ---- the application and its fake payment provider ----
-
 // ---- requests ----
 
 /// Sends a request with `Authorization: Bearer <token>` when a token is given, and a JSON body.
@@ -206,8 +204,8 @@ async fn admin_routes_reject_ordinary_users() {
     );
     let deleted = host.send("DELETE", &delete_path, Some(&admin_token)).await;
     assert_eq!(deleted.status, 204, "{}", deleted.text());
-    let gone = host.send("GET", &format!("/api/profiles/{}", doomed.username), None).await;
-    assert_eq!(gone.status, 404, "the deleted user's profile: {}", gone.text());
+    let deleted_profile = host.send("GET", &format!("/api/profiles/{}", doomed.username), None).await;
+    assert_eq!(deleted_profile.status, 404, "the deleted user's profile: {}", deleted_profile.text());
 }
 
 // ---- internal and ops routes ----

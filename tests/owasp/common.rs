@@ -2,9 +2,10 @@
 //! provider, payments requests, and reading replies and rows.
 
 use conduit_tests::fake_mollie::FakeMollie;
-use conduit_tests::{Host, Reply, TestUser, admin_db, app_options, unique_name};
+use conduit_tests::{Host, Reply, TestUser, admin_db, app_options, fund_wallet};
+
+pub use conduit_tests::post_with_new_key;
 use mysql_async::prelude::{FromRow, Queryable};
-use serde_json::{Value, json};
 
 /// The host and the fake provider its payments component calls. The host
 /// drops first, so it stops before the fake closes its connections.
@@ -24,41 +25,11 @@ impl App {
         App { host, mollie }
     }
 
-    /// Puts `amount_minor` euro cents in the user's wallet: a top-up that the
-    /// fake provider marks paid, then its webhook. Returns the payment id.
+    /// Puts `amount_minor` euro cents in the user's wallet through the fake
+    /// provider. Returns the payment id.
     pub async fn fund(&self, user: &TestUser, amount_minor: i64) -> String {
-        let body = json!({"top_up": {"amount_minor": amount_minor, "currency": "EUR"}});
-        let created = post_with_new_key(&self.host, "/api/wallet/top-ups", user, &body).await;
-        assert_eq!(created.status, 201, "the top-up request failed: {}", created.text());
-        let payment_id = created.json()["top_up"]["id"]
-            .as_str()
-            .expect("the top-up has an id")
-            .to_string();
-        let payments = self.mollie.payments();
-        let provider_payment = payments
-            .iter()
-            .find(|payment| payment["metadata"]["payment_id"] == payment_id.as_str());
-        let provider_id = provider_payment
-            .and_then(|payment| payment["id"].as_str())
-            .unwrap_or_else(|| panic!("the provider has no payment for top-up {payment_id}: {payments:?}"));
-
-        self.mollie.set_payment_status(provider_id, "paid");
-        let webhook_status = self.mollie.send_webhook(provider_id).await;
-        assert_eq!(webhook_status, 200, "the webhook for the paid top-up got {webhook_status}");
-        payment_id
+        fund_wallet(&self.host, &self.mollie, user, amount_minor).await
     }
-}
-
-/// Posts JSON as `user` with a new `Idempotency-Key`, as the payments routes require.
-pub async fn post_with_new_key(host: &Host, path: &str, user: &TestUser, body: &Value) -> Reply {
-    let authorization = format!("Token {}", user.token);
-    let key = unique_name("key");
-    let headers = [
-        ("content-type", "application/json"),
-        ("authorization", authorization.as_str()),
-        ("idempotency-key", key.as_str()),
-    ];
-    host.request("POST", path, &headers, body.to_string()).await
 }
 
 /// Reads the user's EUR balance in minor units; a wallet without one reads 0.

@@ -5,8 +5,10 @@ mod accounts;
 pub mod fake_brevo;
 pub mod fake_mollie;
 mod fake_server;
+mod flows;
 pub mod log_scan;
 
+pub use flows::{default_preferences, fund_wallet, post_with_new_key, settle_paid};
 pub use accounts::{TEST_PASSWORD, TestUser, dispatch, email_of, grant_admin, log_in, register_user, subject_of, unique_name};
 
 use std::io::{BufRead, BufReader, Read, Write};

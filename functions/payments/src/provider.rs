@@ -214,7 +214,7 @@ impl Mollie {
     }
 }
 
-/// The longest checkout URL passed on to a client.
+/// Maximum length, in bytes, of a checkout URL passed on to a client.
 const CHECKOUT_URL_MAX: usize = 2048;
 
 /// Checks a checkout URL before a client is sent to it: `https://` with a
